@@ -1,0 +1,29 @@
+"""tfgb: TensorFlow/Keras group-buying recommendation (MGBR, MAMGBR, baselines)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="tfgb",
+    version="0.1.0",
+    description="Group-buying recommendation with TensorFlow: MGBR, MAMGBR and baselines",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tfgb", "tfgb.*"]),
+    install_requires=[
+        "tensorflow==2.21.0",
+        "tf-keras==2.21.0",
+        "tensorflow-recommenders==0.7.7",
+        "keras-tuner==1.4.8",
+        "tensorboard==2.21.0",
+        "numpy>=1.26,<3",
+        "pandas>=2.2,<4",
+        "pyarrow>=15",
+        "tqdm>=4.66",
+        "tomli-w>=1.0",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "ruff>=0.5", "requests>=2.31"],
+        "serve": ["waitress==3.0.2", "tensorflow-serving-api==2.21.0"],
+    },
+)

@@ -1,0 +1,291 @@
+"""Pipeline recipes: nested dataclasses, loaded from TOML, overridden with ``--set a.b=c``.
+
+A recipe names the data, the model, training, evaluation, export and tuning settings. Every
+run writes its resolved recipe (``config.toml``) next to its results. Unknown keys and values of
+the wrong type are :class:`~tfgb.errors.ConfigError` s that name the key (and the closest valid
+key for a typo).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from typing import Any
+
+import tomli_w
+
+from tfgb.errors import ConfigError
+
+
+@dataclasses.dataclass
+class SynthConfig:
+    """The built-in synthetic generator (``data.source = "synthetic"``)."""
+
+    users: int = 2000
+    items: int = 400
+    groups: int = 6000
+    seed: int = 7
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the deal groups come from and how they are split into train/valid/test."""
+
+    source: str = "synthetic"  # "synthetic" or "files"
+    files: list[str] = dataclasses.field(default_factory=list)  # relative to --data-dir
+    failed_launches: str = ""  # optional file of (initiator, item) rows: extra initiator-item edges
+    format: str = "auto"  # auto | beibei | csv | tsv | parquet
+    initiator_column: str = "initiator"
+    item_column: str = "item"
+    participants_column: str = "participants"
+    participant_separator: str = ";"
+    split: list[float] = dataclasses.field(default_factory=lambda: [0.8, 0.1, 0.1])
+    seed: int = 2023
+    negatives: int = 99  # candidates per list = 1 positive + negatives
+    cache_dir: str = "runs/cache"
+    synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Model choice (a registry name) and its hyper-parameters."""
+
+    name: str = "mgbr"
+    embedding_dim: int = 32  # d
+    gcn_layers: int = 2  # H
+    num_experts: int = 4  # K
+    mtl_layers: int = 2  # L
+    alpha: float = 0.1  # alpha_A = alpha_B, Eq. 12-13
+    shared_experts: bool = True  # False = MGBR-M
+    graph: str = "multi"  # "multi" (three views) or "hetero" (MGBR-D)
+    mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [32])
+    heads: int = 8  # MAMGBR attention heads
+    dropout: float = 0.1
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation and the loss weights of Eq. 25."""
+
+    epochs: int = 8
+    batch_size: int = 256
+    learning_rate: float = 0.005
+    aux_size: int = 9  # |T|, Eq. 21 and 24
+    aux_losses: bool = True  # False = MGBR-R
+    beta: float = 1.0
+    beta_a: float = 0.3
+    beta_b: float = 0.3
+    seed: int = 1
+    valid_max_groups: int = 1000  # seeded subsample for per-epoch validation; 0 = all
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Evaluation on the saved candidate lists."""
+
+    ks: list[int] = dataclasses.field(default_factory=lambda: [10, 100])
+    batch_size: int = 256
+    max_groups: int = 0  # 0 = all
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    base: str = "saved_models/tfgb"
+
+
+@dataclasses.dataclass
+class TuneConfig:
+    """Search space for ``python -m tfgb.tune``: lists of choices per hyper-parameter."""
+
+    embedding_dim: list[int] = dataclasses.field(default_factory=lambda: [16, 32, 64])
+    num_experts: list[int] = dataclasses.field(default_factory=lambda: [2, 4, 6])
+    mtl_layers: list[int] = dataclasses.field(default_factory=lambda: [1, 2])
+    heads: list[int] = dataclasses.field(default_factory=lambda: [2, 4, 8])
+    alpha: list[float] = dataclasses.field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3])
+    beta: list[float] = dataclasses.field(default_factory=lambda: [0.5, 1.0])
+    beta_a: list[float] = dataclasses.field(default_factory=lambda: [0.1, 0.3, 0.5])
+    beta_b: list[float] = dataclasses.field(default_factory=lambda: [0.1, 0.3, 0.5])
+    learning_rate: list[float] = dataclasses.field(default_factory=lambda: [0.001, 0.003, 0.01])
+    dropout: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.1, 0.2])
+
+
+@dataclasses.dataclass
+class Config:
+    """A whole pipeline recipe."""
+
+    name: str = "default"
+    version: int = 1
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_value(key: str, value: Any, tp: Any) -> Any:
+    """Return ``value`` converted to ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (elem,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [_check_value(f"{key}[{n}]", v, elem) for n, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _check_value(key, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key '{key}' has a value of the wrong type: {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+    raise ConfigError(f"config key '{key}' has an unsupported type")  # pragma: no cover
+
+
+def _unknown(key: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=1)
+    prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.')}' must be a table")
+    hints = _field_types(cls)
+    kwargs = {}
+    for key, value in data.items():
+        full = prefix + key
+        if key not in hints:
+            raise _unknown(full, list(hints))
+        tp = hints[key]
+        kwargs[key] = from_dict(tp, value, full + ".") if _is_dataclass_type(tp) else _check_value(full, value, tp)
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _parse_literal(text: str) -> Any:
+    """Parse an override value as a TOML literal; fall back to a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(config: Config, assignment: str) -> Config:
+    """Apply one ``a.b=c`` override (type-checked) and return the new config."""
+    if "=" not in assignment:
+        raise ConfigError(f"override '{assignment}' must look like key=value")
+    key, text = (s.strip() for s in assignment.split("=", 1))
+    parts = key.split(".")
+    node: Any = config
+    for depth, part in enumerate(parts):
+        hints = _field_types(type(node))
+        path = ".".join(parts[: depth + 1])
+        if part not in hints:
+            raise _unknown(path, list(hints))
+        if depth == len(parts) - 1:
+            tp = hints[part]
+            if _is_dataclass_type(tp):
+                raise ConfigError(f"config key '{path}' is a section; set one of its keys")
+            value = _parse_literal(text)
+            if tp is str and not isinstance(value, str):
+                value = text  # e.g. --set model.name=123 stays a string
+            setattr(node, part, _check_value(path, value, tp))
+        else:
+            node = getattr(node, part)
+            if not dataclasses.is_dataclass(node):
+                raise ConfigError(f"config key '{path}' is not a section")
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    d = config.data
+    if d.source not in ("synthetic", "files"):
+        raise ConfigError(f"config key 'data.source' must be 'synthetic' or 'files', got {d.source!r}")
+    if d.format not in ("auto", "beibei", "csv", "tsv", "parquet"):
+        raise ConfigError(f"config key 'data.format' must be auto, beibei, csv, tsv or parquet, got {d.format!r}")
+    if len(d.split) != 3 or min(d.split) < 0 or sum(d.split) <= 0:
+        raise ConfigError("config key 'data.split' must be three non-negative ratios (train, valid, test)")
+    if d.negatives < 1:
+        raise ConfigError("config key 'data.negatives' must be at least 1")
+    if config.model.graph not in ("multi", "hetero"):
+        raise ConfigError(f"config key 'model.graph' must be 'multi' or 'hetero', got {config.model.graph!r}")
+    for key in ("embedding_dim", "num_experts", "mtl_layers", "heads"):
+        if getattr(config.model, key) < 1:
+            raise ConfigError(f"config key 'model.{key}' must be at least 1")
+    if config.model.embedding_dim % 1:
+        raise ConfigError("config key 'model.embedding_dim' must be an integer")
+    for key in ("epochs", "batch_size", "aux_size"):
+        if getattr(config.train, key) < 1:
+            raise ConfigError(f"config key 'train.{key}' must be at least 1")
+    if config.train.learning_rate <= 0:
+        raise ConfigError("config key 'train.learning_rate' must be positive")
+    if not 0 <= config.model.dropout < 1:
+        raise ConfigError("config key 'model.dropout' must be in [0, 1)")
+
+
+def load(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a recipe (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    if path is None:
+        config = Config()
+    else:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: recipe file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        try:
+            config = from_dict(Config, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    validate(config)
+    for assignment in overrides:
+        config = apply_override(config, assignment)
+    return config
+
+
+def dumps(config: Config) -> str:
+    return tomli_w.dumps(to_dict(config))
+
+
+def save(config: Config, path: str | os.PathLike) -> None:
+    """Write the resolved recipe atomically."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(dumps(config))
+    os.replace(tmp, path)

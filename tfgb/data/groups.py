@@ -1,0 +1,85 @@
+"""The in-memory deal-group table every other data module works on.
+
+A deal group is (initiator u, item i, participants G). Raw ids are strings; after encoding,
+users (initiators and participants share one id space) and items are dense ``int64`` indices.
+Participants are stored ragged as CSR-style ``offsets``/``values`` arrays so that a table of a
+few hundred thousand groups costs a few megabytes and every operation on it is vectorized.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class RawGroups:
+    """Deal groups as read from files, with raw string ids (before vocabularies).
+
+    Attributes:
+      initiator: ``object`` array [G] of raw initiator ids (str).
+      item: ``object`` array [G] of raw item ids (str).
+      offsets: ``int64`` [G + 1]; participants of group g are ``participants[offsets[g]:offsets[g+1]]``.
+      participants: ``object`` array [sum of group sizes] of raw user ids (str).
+      failed_initiator / failed_item: ``object`` arrays [F] of failed launches (extra u-i edges), may be empty.
+    """
+
+    initiator: np.ndarray
+    item: np.ndarray
+    offsets: np.ndarray
+    participants: np.ndarray
+    failed_initiator: np.ndarray = dataclasses.field(default_factory=lambda: np.array([], dtype=object))
+    failed_item: np.ndarray = dataclasses.field(default_factory=lambda: np.array([], dtype=object))
+
+    def __len__(self) -> int:
+        return int(self.initiator.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class DealGroups:
+    """Encoded deal groups: dense indices into the user and item vocabularies.
+
+    Attributes:
+      initiator: ``int64`` [G] user index of each group's initiator.
+      item: ``int64`` [G] item index.
+      offsets: ``int64`` [G + 1] CSR offsets into ``participants``.
+      participants: ``int64`` [P] user indices.
+      num_users / num_items: sizes of the vocabularies (indices are in ``[0, num_users)`` etc.).
+    """
+
+    initiator: np.ndarray
+    item: np.ndarray
+    offsets: np.ndarray
+    participants: np.ndarray
+    num_users: int
+    num_items: int
+
+    def __len__(self) -> int:
+        return int(self.initiator.shape[0])
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Participants per group, ``int64`` [G]."""
+        return np.diff(self.offsets)
+
+    def group_of_participant(self) -> np.ndarray:
+        """Group index of every entry of ``participants``, ``int64`` [P]."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), self.sizes)
+
+    def take(self, index: np.ndarray) -> "DealGroups":
+        """The groups at ``index`` (in that order), as a new table."""
+        index = np.asarray(index, dtype=np.int64)
+        sizes = self.sizes[index]
+        offsets = np.zeros(len(index) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        starts = self.offsets[:-1][index]
+        # Gather every participant slice at once: position within group + start of group.
+        within = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], sizes)
+        values = self.participants[np.repeat(starts, sizes) + within]
+        return DealGroups(self.initiator[index], self.item[index], offsets, values,
+                          self.num_users, self.num_items)
+
+    def triples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One (u, i, p) row per participant: ``(initiator, item, participant, group)`` each [P]."""
+        group = self.group_of_participant()
+        return self.initiator[group], self.item[group], self.participants, group
