@@ -1,0 +1,1 @@
+"""Data layer: readers, vocabularies, synthetic generator, splits, candidate lists, graphs, tf.data."""

@@ -1,0 +1,417 @@
+"""Readers: deal-group files -> :class:`~tfgb.data.groups.RawGroups` with raw string ids.
+
+Two kinds of file are read:
+
+* **deal groups** -- ``initiator, item, participant...``: the Beibei layout (tab-separated, no
+  header, ragged rows ``initiator<TAB>item<TAB>p1<TAB>p2...``), or CSV / TSV / Parquet tables with
+  named columns whose participants column is a list (Parquet) or a delimited string;
+* **failed launches** -- ``initiator, item`` (no participants): the Beibei layout with exactly two
+  fields per row, or a table with the initiator and item columns.
+
+Ids are kept as the strings written in the file (``"00012"`` stays ``"00012"``); a value that is
+empty, contains whitespace, looks like a decimal number (``"3.5"``, ``"12.0"``) or a missing-value
+marker (``"NaN"``) is rejected. Every problem is a :class:`~tfgb.errors.DataError` naming the file,
+the line (text files) or row (Parquet, counted from 1) and the problem. Readers are pure: they never
+write anything.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tfgb.config import DataConfig
+from tfgb.data.groups import RawGroups
+from tfgb.errors import ConfigError, DataError
+
+FORMAT_BY_EXTENSION = {".txt": "beibei", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+"""File extension -> format, used when ``data.format`` is ``"auto"``."""
+
+_DIGITS_TAB_NEWLINE = np.zeros(256, dtype=bool)
+_DIGITS_TAB_NEWLINE[[9, 10, *range(48, 58)]] = True
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+(?:\.\d*)?[eE][+-]?\d+)")
+_MISSING = re.compile(r"(?i:[+-]?nan|na|n/a|<na>|#n/a|null|none|[+-]?inf(?:inity)?)")
+_EMPTY = np.array([], dtype=object)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rows:
+    """Where the rows of one file came from, to name them in errors.
+
+    Attributes:
+      path: the file.
+      unit: ``"line"`` (text files: the file's line number) or ``"row"`` (Parquet: row counted from 1).
+      numbers: ``int64`` [R] line or row number of every row kept from the file.
+    """
+
+    path: str
+    unit: str
+    numbers: np.ndarray
+
+    def error(self, row: int, problem: str) -> DataError:
+        """A DataError for table row ``row`` (0-based index into the kept rows)."""
+        number = int(self.numbers[row])
+        if self.unit == "line":
+            return DataError(self.path, problem, line=number)
+        exc = DataError(self.path, f"row {number}: {problem}")
+        exc.args = (f"{self.path}, row {number}: {problem}",)  # same shape as "path, line N: problem"
+        return exc
+
+
+def read_groups(data: DataConfig, data_dir: str | os.PathLike) -> RawGroups:
+    """Read the deal groups (and failed launches) a recipe's ``[data]`` section names.
+
+    Args:
+      data: the recipe's data section; ``files`` are read in order and concatenated,
+        ``failed_launches`` (when non-empty) is read into the failed-launch arrays.
+      data_dir: directory that relative paths in ``data`` are resolved against; absolute paths are
+        used as they are.
+
+    Returns:
+      The deal groups with raw string ids.
+
+    Raises:
+      DataError: a file is missing, empty, of an unknown type, or holds a bad row.
+      ConfigError: ``data.files`` is empty.
+    """
+    if not data.files:
+        raise ConfigError("config key 'data.files' is empty: name at least one file of deal groups")
+    tables = [read_deal_groups(os.path.join(data_dir, name), data) for name in data.files]
+    offsets = np.zeros(sum(len(t) for t in tables) + 1, dtype=np.int64)
+    np.cumsum(np.concatenate([np.diff(t.offsets) for t in tables]), out=offsets[1:])
+    failed_initiator, failed_item = _EMPTY, _EMPTY
+    if data.failed_launches:
+        failed_initiator, failed_item = read_launches(os.path.join(data_dir, data.failed_launches), data)
+    return RawGroups(
+        initiator=np.concatenate([t.initiator for t in tables]),
+        item=np.concatenate([t.item for t in tables]),
+        offsets=offsets,
+        participants=np.concatenate([t.participants for t in tables]),
+        failed_initiator=failed_initiator,
+        failed_item=failed_item,
+    )
+
+
+def file_format(path: str | os.PathLike, fmt: str = "auto") -> str:
+    """The reader for ``path``: ``fmt`` itself, or chosen by extension when it is ``"auto"``.
+
+    Raises:
+      DataError: ``fmt`` is "auto" and the extension is none of .txt, .csv, .tsv, .parquet, .pq.
+    """
+    if fmt != "auto":
+        return fmt
+    extension = os.path.splitext(str(path))[1].lower()
+    if extension not in FORMAT_BY_EXTENSION:
+        known = ", ".join(FORMAT_BY_EXTENSION)
+        raise DataError(str(path), f"unknown file type '{extension or '(none)'}' (expected one of {known}, "
+                                   "or set data.format)")
+    return FORMAT_BY_EXTENSION[extension]
+
+
+def read_deal_groups(path: str | os.PathLike, data: DataConfig) -> RawGroups:
+    """Read one file of deal groups (``initiator, item, participant...``), without failed launches.
+
+    Args:
+      path: the file.
+      data: its format (``data.format``), and for tables the column names and participant separator.
+    """
+    path = str(path)
+    fmt = file_format(path, data.format)
+    if fmt == "beibei":
+        tokens, fields, rows = _read_beibei(path)
+        if (fields < 3).any():
+            row = int(np.flatnonzero(fields < 3)[0])
+            raise rows.error(row, "expected initiator, item and at least one participant, "
+                                  f"found {fields[row]} field{'s' if fields[row] != 1 else ''}")
+        return _table_from_tokens(tokens, fields)
+    columns = [data.initiator_column, data.item_column, data.participants_column]
+    table, rows = _read_columns(path, fmt, columns)
+    initiator = _ids(table[data.initiator_column], rows, "initiator")
+    item = _ids(table[data.item_column], rows, "item")
+    offsets, participants = _participants(table[data.participants_column], rows, data.participant_separator)
+    return RawGroups(initiator, item, offsets, participants)
+
+
+def read_launches(path: str | os.PathLike, data: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Read one file of failed launches (``initiator, item``).
+
+    Returns:
+      ``(initiator, item)``: two ``object`` arrays [F] of raw ids.
+    """
+    path = str(path)
+    fmt = file_format(path, data.format)
+    if fmt == "beibei":
+        tokens, fields, rows = _read_beibei(path)
+        if (fields != 2).any():
+            row = int(np.flatnonzero(fields != 2)[0])
+            raise rows.error(row, f"expected initiator and item (a failed launch), found {fields[row]} "
+                                  f"field{'s' if fields[row] != 1 else ''}")
+        return tokens[0::2], tokens[1::2]
+    table, rows = _read_columns(path, fmt, [data.initiator_column, data.item_column])
+    return _ids(table[data.initiator_column], rows, "initiator"), _ids(table[data.item_column], rows, "item")
+
+
+# --- raw bytes ------------------------------------------------------------------------------------
+
+def _read_bytes(path: str) -> bytes:
+    """The file's contents; DataError when it is missing, unreadable or empty."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a directory, not a file") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot read the file ({exc.strerror})") from None
+    if not raw.strip():
+        raise DataError(path, "file is empty")
+    return raw
+
+
+def _read_beibei(path: str) -> tuple[np.ndarray, np.ndarray, _Rows]:
+    """Split a Beibei-layout file into tokens without a Python loop over rows.
+
+    Returns:
+      ``(tokens, fields, rows)``: ``object`` [T] every field of every non-blank line in order,
+      ``int64`` [R] fields per non-blank line, and their line numbers.
+    """
+    raw = _read_bytes(path)
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n")
+    if not raw.endswith(b"\n"):
+        raw += b"\n"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(path, "is not UTF-8 text", line=raw.count(b"\n", 0, exc.start) + 1) from None
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    tabs_per_line = np.bincount(np.searchsorted(newlines, np.flatnonzero(buf == 9)), minlength=len(newlines))
+    line_start = np.concatenate([[0], newlines[:-1] + 1])
+    blank = newlines == line_start
+    # One split over the whole text: every line contributes (tabs + 1) tokens, a blank line one "".
+    tokens = np.array(text[:-1].replace("\n", "\t").split("\t"), dtype=object)
+    if blank.any():
+        tokens = tokens[~np.repeat(blank, tabs_per_line + 1)]
+    fields = (tabs_per_line + 1)[~blank].astype(np.int64)
+    rows = _Rows(path, "line", np.flatnonzero(~blank).astype(np.int64) + 1)
+    starts = np.zeros(len(fields), dtype=np.int64)
+    np.cumsum(fields[:-1], out=starts[1:])
+
+    def locate(t: int) -> tuple[int, str]:
+        row = int(np.searchsorted(starts, t, side="right") - 1)
+        return row, ("initiator", "item", "participant")[min(t - int(starts[row]), 2)]
+
+    if _DIGITS_TAB_NEWLINE[buf].all():
+        # Fast path (all of Beibei): tokens are digit strings, only an empty field can be wrong.
+        empty = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)) == 0
+        if empty.any():
+            row, role = locate(int(np.flatnonzero(empty)[0]))
+            raise rows.error(row, f"{role} id '' is not an id (empty field)")
+    else:
+        _check_ids(tokens, locate, rows)
+    return tokens, fields, rows
+
+
+def _table_from_tokens(tokens: np.ndarray, fields: np.ndarray) -> RawGroups:
+    """Cut the flat tokens of ragged rows (each with >= 3 fields) into a deal-group table."""
+    starts = np.zeros(len(fields), dtype=np.int64)
+    np.cumsum(fields[:-1], out=starts[1:])
+    position = np.arange(len(tokens), dtype=np.int64) - np.repeat(starts, fields)
+    offsets = np.zeros(len(fields) + 1, dtype=np.int64)
+    np.cumsum(fields - 2, out=offsets[1:])
+    return RawGroups(tokens[starts], tokens[starts + 1], offsets, tokens[position >= 2])
+
+
+# --- tables with named columns ----------------------------------------------------------------------
+
+def _read_columns(path: str, fmt: str, columns: list[str]) -> tuple[dict[str, object], _Rows]:
+    """Read the named columns of a CSV / TSV / Parquet file.
+
+    Returns:
+      ``(table, rows)``: column name -> ``object`` array of str (CSV/TSV) or a pyarrow Array
+      (Parquet), and where each row came from. Blank CSV lines are skipped.
+    """
+    if fmt == "parquet":
+        return _read_parquet(path, columns)
+    if fmt not in ("csv", "tsv"):
+        raise ConfigError(f"config key 'data.format' must be auto, beibei, csv, tsv or parquet, got {fmt!r}")
+    raw = _read_bytes(path)  # missing / empty file errors, before pandas sees it
+    try:
+        frame = pd.read_csv(io.BytesIO(raw), sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
+                            na_filter=False, skip_blank_lines=False, encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(path, "is not UTF-8 text") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        found = re.search(r"line (\d+)", message)
+        raise DataError(path, f"cannot be parsed as {fmt.upper()} ({message})",
+                        line=int(found.group(1)) if found else None) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    _require_columns(path, columns, list(frame.columns))
+    values = {name: frame[name].to_numpy(dtype=object) for name in columns}
+    blank = np.logical_and.reduce([v == "" for v in frame.to_numpy(dtype=object).T]) if len(frame) else None
+    numbers = np.arange(len(frame), dtype=np.int64) + 2  # line 1 is the header
+    if blank is not None and blank.any():
+        values = {name: v[~blank] for name, v in values.items()}
+        numbers = numbers[~blank]
+    if len(numbers) == 0:
+        raise DataError(path, "file has a header but no rows")
+    return values, _Rows(path, "line", numbers)
+
+
+def _read_parquet(path: str, columns: list[str]) -> tuple[dict[str, object], _Rows]:
+    _read_bytes(path)
+    try:
+        names = pq.read_schema(path).names
+        _require_columns(path, columns, names)
+        table = pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(path, f"is not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    if table.num_rows == 0:
+        raise DataError(path, "file has no rows")
+    values = {name: table.column(name).combine_chunks() for name in columns}
+    return values, _Rows(path, "row", np.arange(table.num_rows, dtype=np.int64) + 1)
+
+
+def _require_columns(path: str, wanted: list[str], found: list[str]) -> None:
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise DataError(path, f"missing column '{missing[0]}' (columns found: {', '.join(map(str, found))}; "
+                              "set data.initiator_column / item_column / participants_column)")
+
+
+def _ids(column: object, rows: _Rows, role: str) -> np.ndarray:
+    """One id column as an ``object`` array of validated str."""
+    values = _arrow_ids(column, rows, role) if not isinstance(column, np.ndarray) else column
+    _check_ids(values, lambda t: (t, role), rows)
+    return values
+
+
+def _participants(column: object, rows: _Rows, separator: str) -> tuple[np.ndarray, np.ndarray]:
+    """Participants of every row from a list column, a delimited string column or an id column.
+
+    A string column whose every value is a bracketed list literal (``"[3, 4]"``, ``"['a', 'b']"``)
+    is read as lists; otherwise values are split on ``separator``.
+
+    Returns:
+      ``(offsets, participants)``: ``int64`` [R + 1] CSR offsets and ``object`` [P] raw ids.
+    """
+    if isinstance(column, pa.Array):
+        if pa.types.is_dictionary(column.type):
+            column = column.dictionary_decode()
+        if column.null_count:
+            raise rows.error(_first(column.is_null()), "participant list is missing")
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or \
+                pa.types.is_fixed_size_list(column.type):
+            sizes = pc.list_value_length(column).to_numpy().astype(np.int64)
+            return _with_sizes(sizes, rows, lambda owner: _arrow_ids(column.flatten(), owner, "participant"))
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            return np.arange(len(column) + 1, dtype=np.int64), _ids(column, rows, "participant")  # one each
+        column = column.to_numpy(zero_copy_only=False).astype(object)
+    text = pd.Series(column, dtype=object)
+    if (text.str.startswith("[") & text.str.endswith("]")).all():
+        # Python / JSON list literals, e.g. a pandas list column written to CSV: "['3', '4']", "[3, 4]".
+        text = text.str.slice(1, -1)
+        column, separator, strip = text.to_numpy(dtype=object), ",", " '\""
+    else:
+        strip = None
+    empty = (text.str.strip() == "").to_numpy()
+    if empty.any():
+        raise rows.error(int(np.flatnonzero(empty)[0]), "participant list is empty")
+    if not separator:
+        return np.arange(len(column) + 1, dtype=np.int64), _ids(column, rows, "participant")
+    # One split over all rows joined by the separator: row r contributes (separators in r) + 1 ids.
+    sizes = (text.str.count(re.escape(separator)) + 1).to_numpy(dtype=np.int64)
+
+    def split(_owner: _Rows) -> np.ndarray:
+        values = np.array(separator.join(column.tolist()).split(separator), dtype=object)
+        return values if strip is None else pd.Series(values, dtype=object).str.strip(strip).to_numpy(dtype=object)
+
+    return _with_sizes(sizes, rows, split)
+
+
+def _with_sizes(sizes: np.ndarray, rows: _Rows, read) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets from per-row list ``sizes`` and the validated flat ids ``read(owner_rows)`` returns."""
+    if (sizes == 0).any():
+        raise rows.error(int(np.flatnonzero(sizes == 0)[0]), "participant list is empty")
+    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    owner = _Rows(rows.path, rows.unit, np.repeat(rows.numbers, sizes))  # row of every participant
+    values = read(owner)
+    _check_ids(values, lambda t: (t, "participant"), owner)
+    return offsets, values
+
+
+def _first(mask: pa.Array) -> int:
+    """Index of the first true value of a pyarrow boolean array."""
+    return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
+
+
+def _arrow_ids(column: object, rows: _Rows, role: str) -> np.ndarray:
+    """A pyarrow id column (strings, integers or integer-valued floats) as an ``object`` array of str."""
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    kind = column.type
+    if column.null_count:
+        raise rows.error(_first(column.is_null()), f"{role} id is missing")
+    if pa.types.is_floating(kind):
+        floats = column.to_numpy(zero_copy_only=False).astype(np.float64)
+        if not np.isfinite(floats).all():
+            raise rows.error(int(np.flatnonzero(~np.isfinite(floats))[0]), f"{role} id is missing (NaN)")
+        if (floats != np.round(floats)).any():
+            row = int(np.flatnonzero(floats != np.round(floats))[0])
+            raise rows.error(row, f"{role} id '{float(floats[row])}' is not an id (a decimal number)")
+        column = pa.array(floats.astype(np.int64))
+    elif not (pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise DataError(rows.path, f"the {role} column holds {kind} values, not ids (strings or integers)")
+    return pc.cast(column, pa.string()).to_numpy(zero_copy_only=False).astype(object)
+
+
+# --- id validation ----------------------------------------------------------------------------------
+
+def _check_ids(values: np.ndarray, locate, rows: _Rows) -> None:
+    """Raise a DataError for the first value in ``values`` that is not an id.
+
+    Args:
+      values: ``object`` array of raw ids.
+      locate: maps a position in ``values`` to ``(row, role)``.
+      rows: names the file and the row in the error.
+    """
+    if len(values) == 0:
+        return
+    codes, unique = pd.factorize(values, use_na_sentinel=False)
+    text = pd.Series(unique, dtype=object)
+    not_str = ~text.map(type).eq(str).to_numpy()
+    empty = text.str.len().eq(0).to_numpy()
+    space = text.str.contains(r"\s", regex=True).fillna(False).to_numpy(dtype=bool)
+    decimal = text.str.fullmatch(_DECIMAL.pattern).fillna(False).to_numpy(dtype=bool)
+    missing = text.str.fullmatch(_MISSING.pattern).fillna(False).to_numpy(dtype=bool)
+    bad = not_str | empty | space | decimal | missing
+    if not bad.any():
+        return
+    first = int(np.flatnonzero(bad[codes])[0])
+    code = codes[first]
+    reason = ("empty field" if empty[code] else "contains whitespace" if space[code]
+              else "a decimal number" if decimal[code] else "a missing-value marker")
+    row, role = locate(first)
+    value = unique[code] if isinstance(unique[code], str) else ""
+    raise rows.error(row, f"{role} id {_quote(value)} is not an id ({reason})")
+
+
+def _quote(value: str) -> str:
+    """``'value'`` for messages, with unprintable characters escaped and long values cut."""
+    shown = value if len(value) <= 40 else value[:37] + "..."
+    if not shown.isprintable():
+        shown = shown.encode("unicode_escape").decode("ascii")
+    return f"'{shown}'"

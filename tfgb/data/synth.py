@@ -1,0 +1,259 @@
+"""The built-in synthetic group-buying data: seeded, fast, with planted and learnable structure.
+
+The generative story (all draws from one ``numpy.random.Generator``, so a seed fixes the data):
+
+1. Users and items belong to ``COMMUNITIES`` taste communities; every user and item has a latent
+   taste vector = its community's centre + noise.
+2. Items have Zipf-like popularity (a random permutation of ranks ``1 .. items``).
+3. Every user has a circle of 10-20 friends, most of them from the same community.
+4. Users initiate groups at different rates (log-normal activity), so most initiators launch several
+   groups. An initiator ``u`` picks item ``i`` with probability
+   ``∝ popularity(i) ** POPULARITY_EXPONENT * exp(taste_u · taste_i / TEMPERATURE)``.
+5. A group gets 1-3 participants (mean about 1.5), drawn without replacement from ``u``'s friends
+   weighted by ``exp(taste_p · taste_i / TEMPERATURE)``; each participant is, with probability
+   ``OUTSIDER``, replaced by a user from outside the circle (drawn by a Zipf-like "joiner" activity).
+6. Failed launches (initiator, item) follow step 4.
+
+Groups are distinct (initiator, item, participant set) and never contain their initiator. Ids are
+decimal strings in separate spaces for users and items, like Beibei's.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pandas as pd
+
+from tfgb.data.groups import RawGroups
+from tfgb.errors import ConfigError
+
+COMMUNITIES = 8
+DIMENSION = 16
+TASTE_NOISE = 0.6  # std of a user's / item's taste around its community centre (centres have norm 1)
+TEMPERATURE = 0.25
+POPULARITY_EXPONENT = 0.6
+ZIPF = 1.0  # item popularity of rank r is r ** -ZIPF
+FRIENDS = (10, 20)  # circle size, inclusive range
+IN_COMMUNITY = 0.85  # share of friends from the user's own community
+OUTSIDER = 0.15  # chance that a participant comes from outside the initiator's circle
+GROUP_SIZE_PROBS = (0.6, 0.3, 0.1)  # 1, 2 or 3 participants: mean 1.5
+ACTIVITY_SIGMA = 0.8  # log-normal spread of how often users initiate
+
+
+def generate(users: int = 2000, items: int = 400, groups: int = 6000, seed: int = 7,
+             failed: float = 0.3) -> RawGroups:
+    """Generate synthetic deal groups (and failed launches) with planted structure.
+
+    Args:
+      users: size of the user id space (ids ``"0" .. str(users - 1)``); at least 4.
+      items: size of the item id space; at least 2.
+      groups: number of distinct deal groups.
+      seed: seed of the ``numpy.random.Generator``; the same arguments always give the same data.
+      failed: failed launches to add, as a fraction of ``groups`` (duplicates are dropped).
+
+    Returns:
+      Raw deal groups with decimal-string ids.
+
+    Raises:
+      ConfigError: a size is too small, or that many distinct groups cannot be drawn.
+    """
+    if users < 4 or items < 2 or groups < 0 or failed < 0:
+        raise ConfigError("synthetic data needs users >= 4, items >= 2, groups >= 0 and failed >= 0 "
+                          f"(got users={users}, items={items}, groups={groups}, failed={failed})")
+    rng = np.random.default_rng(seed)
+    world = _World.draw(rng, users, items)
+
+    initiator = np.zeros(0, dtype=np.int64)
+    item = np.zeros(0, dtype=np.int64)
+    members = np.zeros((0, len(GROUP_SIZE_PROBS)), dtype=np.int64)
+    for _ in range(20):  # each round tops up the groups lost as duplicates
+        missing = groups - len(initiator)
+        if missing <= 0:
+            break
+        batch = int(missing * 1.1) + 16
+        u = world.initiators(rng, batch)
+        i = world.items_for(rng, u)
+        p = world.participants_for(rng, u, i)
+        initiator, item = np.concatenate([initiator, u]), np.concatenate([item, i])
+        members = np.concatenate([members, p])
+        keep = ~_duplicated(initiator, item, members) & (members >= 0).any(axis=1)
+        initiator, item, members = initiator[keep], item[keep], members[keep]
+    if len(initiator) < groups:
+        raise ConfigError(f"cannot draw {groups} distinct synthetic groups from {users} users and {items} items")
+    initiator, item, members = initiator[:groups], item[:groups], members[:groups]
+
+    n_failed = round(failed * groups)
+    failed_u = world.initiators(rng, n_failed)
+    failed_i = world.items_for(rng, failed_u)
+    _, first = np.unique(failed_u * items + failed_i, return_index=True)
+    first.sort()
+
+    sizes = (members >= 0).sum(axis=1)
+    offsets = np.zeros(groups + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    user_ids = np.arange(users).astype(str).astype(object)
+    item_ids = np.arange(items).astype(str).astype(object)
+    return RawGroups(
+        initiator=user_ids[initiator],
+        item=item_ids[item],
+        offsets=offsets,
+        participants=user_ids[members[members >= 0]],  # row-major: group by group, in draw order
+        failed_initiator=user_ids[failed_u[first]],
+        failed_item=item_ids[failed_i[first]],
+    )
+
+
+def write_beibei(raw: RawGroups, out_dir: str | os.PathLike) -> list[str]:
+    """Write deal groups in the Beibei layout: ``groups.txt`` and, with failed launches, ``failed.txt``.
+
+    Files are written into a temporary directory inside ``out_dir`` and renamed into place, so a
+    reader never sees a half-written file. A ``failed.txt`` left by an earlier run is removed when
+    ``raw`` has no failed launches.
+
+    Returns:
+      The paths written.
+    """
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    texts = {"groups.txt": _beibei_text(raw)}
+    if len(raw.failed_initiator):
+        texts["failed.txt"] = "".join(
+            (raw.failed_initiator.astype(object) + "\t" + raw.failed_item.astype(object) + "\n").tolist())
+    tmp = tempfile.mkdtemp(prefix=".synth-", dir=out_dir)
+    try:
+        for name, text in texts.items():
+            with open(os.path.join(tmp, name), "w", encoding="utf-8", newline="\n") as fh:
+                fh.write(text)
+        paths = []
+        for name in texts:
+            paths.append(os.path.join(out_dir, name))
+            os.replace(os.path.join(tmp, name), paths[-1])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    stale = os.path.join(out_dir, "failed.txt")
+    if "failed.txt" not in texts and os.path.exists(stale):
+        os.remove(stale)
+    return paths
+
+
+def _beibei_text(raw: RawGroups) -> str:
+    """``initiator\\titem\\tp1\\tp2...\\n`` for every group, built with one join."""
+    sizes = np.diff(raw.offsets)
+    fields = sizes + 2
+    starts = np.zeros(len(raw), dtype=np.int64)
+    np.cumsum(fields[:-1], out=starts[1:])
+    tokens = np.empty(int(fields.sum()), dtype=object)
+    tokens[starts] = raw.initiator
+    tokens[starts + 1] = raw.item
+    is_participant = np.ones(len(tokens), dtype=bool)
+    is_participant[starts] = is_participant[starts + 1] = False
+    tokens[is_participant] = raw.participants
+    separators = np.full(len(tokens), "\t", dtype=object)
+    separators[starts + fields - 1] = "\n"
+    interleaved = np.empty(2 * len(tokens), dtype=object)
+    interleaved[0::2], interleaved[1::2] = tokens, separators
+    return "".join(interleaved.tolist())
+
+
+def _duplicated(initiator: np.ndarray, item: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """``bool`` [G]: same initiator, item and participant set as an earlier group."""
+    key = np.column_stack([initiator, item, np.sort(members, axis=1)])  # -1 padding sorts first
+    return pd.DataFrame(key).duplicated(keep="first").to_numpy()
+
+
+class _World:
+    """The latent state the data is drawn from: tastes, popularity, friends and activity."""
+
+    def __init__(self, user_taste: np.ndarray, item_taste: np.ndarray, log_popularity: np.ndarray,
+                 friends: np.ndarray, activity: np.ndarray, joiner: np.ndarray):
+        self.user_taste, self.item_taste = user_taste, item_taste
+        self.log_popularity, self.friends = log_popularity, friends
+        self.activity, self.joiner = activity, joiner
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, users: int, items: int) -> _World:
+        centres = rng.normal(size=(COMMUNITIES, DIMENSION))
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        user_community = rng.integers(COMMUNITIES, size=users)
+        item_community = rng.integers(COMMUNITIES, size=items)
+        noise = TASTE_NOISE / np.sqrt(DIMENSION)
+        user_taste = centres[user_community] + noise * rng.normal(size=(users, DIMENSION))
+        item_taste = centres[item_community] + noise * rng.normal(size=(items, DIMENSION))
+        log_popularity = -ZIPF * np.log(rng.permutation(items) + 1.0)
+        friends = _friend_circles(rng, user_community)
+        activity = rng.lognormal(0.0, ACTIVITY_SIGMA, size=users)
+        joiner = 1.0 / (rng.permutation(users) + 1.0) ** 0.7
+        return cls(user_taste, item_taste, log_popularity, friends, activity / activity.sum(),
+                   joiner / joiner.sum())
+
+    def initiators(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.choice(len(self.activity), size=n, p=self.activity).astype(np.int64)
+
+    def items_for(self, rng: np.random.Generator, initiator: np.ndarray) -> np.ndarray:
+        """One item per initiator, drawn by inverse CDF over popularity and taste (chunked over rows)."""
+        n_items = len(self.log_popularity)
+        out = np.empty(len(initiator), dtype=np.int64)
+        chunk = max(1, 2_000_000 // n_items)
+        for start in range(0, len(initiator), chunk):
+            u = initiator[start:start + chunk]
+            weight = POPULARITY_EXPONENT * self.log_popularity + self.user_taste[u] @ self.item_taste.T / TEMPERATURE
+            weight -= weight.max(axis=1, keepdims=True)
+            np.exp(weight, out=weight)
+            np.cumsum(weight, axis=1, out=weight)
+            threshold = rng.random(len(u)) * weight[:, -1]
+            out[start:start + chunk] = np.minimum((weight < threshold[:, None]).sum(axis=1), n_items - 1)
+        return out
+
+    def participants_for(self, rng: np.random.Generator, initiator: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """``int64`` [G, 3] participants per group (-1 pads groups smaller than 3)."""
+        n, width = len(initiator), len(GROUP_SIZE_PROBS)
+        circle = self.friends[initiator]  # [G, F], -1 padded
+        taste = np.einsum("gfd,gd->gf", self.user_taste[np.maximum(circle, 0)], self.item_taste[item])
+        logits = np.where(circle >= 0, taste / TEMPERATURE, -np.inf) + rng.gumbel(size=circle.shape)
+        top = np.argsort(-logits, axis=1)[:, :width]  # Gumbel top-k = weighted draw without replacement
+        chosen = np.take_along_axis(circle, top, axis=1)
+        outsider = rng.random((n, width)) < OUTSIDER
+        chosen[outsider] = rng.choice(len(self.joiner), size=int(outsider.sum()), p=self.joiner)
+        size = rng.choice(np.arange(1, width + 1), size=n, p=GROUP_SIZE_PROBS)
+        chosen[np.arange(width)[None, :] >= size[:, None]] = -1
+        for _ in range(100):  # redraw outsiders that hit the initiator or repeat a participant
+            sorted_rows = np.sort(chosen, axis=1)
+            repeat = ((sorted_rows[:, 1:] == sorted_rows[:, :-1]) & (sorted_rows[:, 1:] >= 0)).any(axis=1)
+            clash = (chosen == initiator[:, None]) | (repeat[:, None] & outsider & (chosen >= 0))
+            if not clash.any():
+                break
+            chosen[clash] = rng.integers(len(self.joiner), size=int(clash.sum()))
+        # Any leftover clash (tiny worlds only): drop the slot rather than emit a bad group.
+        chosen[chosen == initiator[:, None]] = -1
+        return _compact_rows(chosen)
+
+
+def _compact_rows(chosen: np.ndarray) -> np.ndarray:
+    """Remove repeated ids within each row and move the -1 padding to the end, keeping order."""
+    order = np.argsort(chosen, axis=1, kind="stable")
+    sorted_rows = np.take_along_axis(chosen, order, axis=1)
+    repeat = np.zeros_like(chosen, dtype=bool)
+    repeat[:, 1:] = sorted_rows[:, 1:] == sorted_rows[:, :-1]
+    dropped = np.zeros_like(repeat)
+    np.put_along_axis(dropped, order, repeat, axis=1)
+    chosen = np.where(dropped, -1, chosen)
+    position = np.argsort(chosen < 0, axis=1, kind="stable")  # valid entries first, in order
+    return np.take_along_axis(chosen, position, axis=1)
+
+
+def _friend_circles(rng: np.random.Generator, community: np.ndarray) -> np.ndarray:
+    """``int64`` [users, FRIENDS[1]] friends of every user (-1 padded), mostly from its community."""
+    users, width = len(community), FRIENDS[1]
+    by_community = np.argsort(community, kind="stable")
+    start = np.searchsorted(community[by_community], np.arange(COMMUNITIES))
+    count = np.bincount(community, minlength=COMMUNITIES)
+    own = community[:, None]
+    inside = by_community[start[own] + (rng.random((users, width)) * count[own]).astype(np.int64)]
+    anyone = rng.integers(users, size=(users, width))
+    circle = np.where(rng.random((users, width)) < IN_COMMUNITY, inside, anyone)
+    size = rng.integers(FRIENDS[0], FRIENDS[1] + 1, size=users)
+    circle[np.arange(width)[None, :] >= size[:, None]] = -1
+    circle[circle == np.arange(users)[:, None]] = -1
+    return _compact_rows(circle)

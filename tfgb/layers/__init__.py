@@ -1,0 +1,6 @@
+"""Keras layers of tfgb: sparse propagation, multi-view GCN, multi-task experts and gates, heads."""
+from tfgb.layers.gcn import GCNView, MultiViewGCN
+from tfgb.layers.mtl import MultiTaskBlock, PredictionHead
+from tfgb.layers.propagation import sparse_matmul
+
+__all__ = ["GCNView", "MultiViewGCN", "MultiTaskBlock", "PredictionHead", "sparse_matmul"]

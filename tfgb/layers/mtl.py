@@ -1,0 +1,295 @@
+"""MGBR's multi-task block with expert networks and gated units, and its prediction heads.
+
+Section II-D and II-E of MGBR (Eq. 7-17). Every layer l = 1..L has K linear experts for
+each of task A (initiator -> item), task B (participant | initiator, item) and the shared
+information S, and one gate each that mixes expert outputs with per-row weights:
+
+    e^l_{Ai} = e^l_{A,in} W^l_{Ai},  e^l_{A,in} = g^{l-1}_A || g^{l-1}_S          (Eq. 7)
+    e^l_{Bi} = e^l_{B,in} W^l_{Bi},  e^l_{B,in} = g^{l-1}_B || g^{l-1}_S          (Eq. 8)
+    e^l_{Si} = e^l_{S,in} W^l_{Si},  e^l_{S,in} = g^{l-1}_A || g^{l-1}_S || g^{l-1}_B (Eq. 9)
+    g^l_{A1} = (e^l_{A,in} W_A) [E_A; E_S]                                         (Eq. 10)
+    g^l_{A2} = (e_u||e_i) W_{A,ui} E_A + (e_i||e_p) W_{A,ip} E_S + (e_u||e_p) W_{A,up} E_S
+                                                                                   (Eq. 11)
+    g^l_A = g^l_{A1} + alpha g^l_{A2}                                              (Eq. 12)
+    g^l_B = (e^l_{B,in} W_B) [E_B; E_S] + alpha ((e_u||e_i) W_{B,ui} E_S
+            + (e_i||e_p) W_{B,ip} E_B + (e_u||e_p) W_{B,up} E_B)                   (Eq. 13)
+    g^l_S = (e^l_{S,in} W_S) [E_A; E_S; E_B]                                       (Eq. 14)
+    g^0_A = g^0_B = g^0_S = e_u || e_i || e_p                                      (Eq. 15)
+
+Readings of the paper made here (it is ambiguous or silent on these points):
+
+* Layer 1. Eq. 7-9 with Eq. 15 would feed g^0_A || g^0_S = 2 x 6d to expert A, but the paper
+  states W^1_{Ai} has 6d rows; so at layer 1 every expert and every gate takes g^0 (6d) as
+  its input, unconcatenated. (The paper's W^1_{Si} in R^{9d x d} fits no reading of Eq. 9
+  with 2d-wide e_u, e_i, e_p; it is taken to be 6d x d as well.)
+* Gate weights. The mixing weights `e_in W` are used as they are (no softmax), as in
+  Eq. 10-14. W_A, W_B, W_S and the adjusted-gate matrices W_{A,ui}, ... carry no layer
+  index in the paper; W_A must differ between layer 1 (6d rows) and later layers (2d rows),
+  so all gate matrices are per layer here.
+* alpha. One coefficient serves as both alpha_A (Eq. 12) and alpha_B (Eq. 13); the paper's
+  tuned values are equal (0.1). alpha = 0 is the MGBR-G variant and creates no
+  adjusted-gate weights.
+* shared=False (MGBR-M, "expert network S and gate S are both removed"): A's experts take
+  g^{l-1}_A alone (d wide; g^0 at layer 1), gate A mixes E_A only (W_A [in, K]), and the
+  adjusted terms that used E_S use E_A for gate A and E_B for gate B. B likewise.
+* Gate S of the last layer. g^L_S feeds nothing (only g^L_A and g^L_B reach the heads),
+  so the last layer has no gate S weights; outputs are unchanged.
+
+The block has no nonlinearity (experts are linear, gates multiply), no normalization and no
+cross-row operation: each output row depends only on the same input row.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow as tf
+
+__all__ = ["MultiTaskBlock", "PredictionHead"]
+
+
+def _mix(weights: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:
+    """Weighted sum of stacked expert groups, one weight vector per row.
+
+    Args:
+        weights: Mixing weights [N, G*K], the K weights of group g in columns g*K..(g+1)*K-1.
+        groups: G expert outputs, each [N, K, d].
+
+    Returns:
+        sum_g sum_k weights[n, g*K + k] * groups[g][n, k, :], shape [N, d].
+    """
+    chunks = tf.split(weights, len(groups), axis=-1)
+    out = [tf.einsum("nk,nkd->nd", w, e) for w, e in zip(chunks, groups)]
+    return tf.add_n(out)
+
+
+@tf.keras.utils.register_keras_serializable(package="tfgb")
+class MultiTaskBlock(tf.keras.layers.Layer):
+    """MGBR's multi-task learning module: experts and (adjusted) gates, Eq. 7-15.
+
+    Weights of layer l (1-based), in `get_weights()` order, for `shared=True` and alpha != 0
+    (layer 1: in_A = in_B = in_S = 3w for input width w, i.e. 6d; later layers:
+    in_A = in_B = 2*dim, in_S = 3*dim):
+
+        l{l}_expert_a [in_A, K*dim], l{l}_expert_b [in_B, K*dim], l{l}_expert_s [in_S, K*dim]
+            (Eq. 7-9; expert k is columns k*dim..(k+1)*dim-1),
+        l{l}_gate_a [in_A, 2K] (Eq. 10, over [E_A; E_S]), l{l}_gate_b [in_B, 2K] (over
+            [E_B; E_S]), l{l}_gate_s [in_S, 3K] (Eq. 14, over [E_A; E_S; E_B]; not at the
+            last layer, where g^L_S feeds nothing),
+        l{l}_gate_a_ui, l{l}_gate_a_ip, l{l}_gate_a_up, l{l}_gate_b_ui, l{l}_gate_b_ip,
+            l{l}_gate_b_up, each [2w, K] (Eq. 11 and 13).
+
+    `shared=False` drops the `_s` weights and makes gate A/B [in, K]; alpha = 0 drops the
+    adjusted-gate weights. All weights are Glorot uniform.
+
+    Args:
+        dim: Width d of experts and gate outputs.
+        num_experts: Experts K per group (A, B and S).
+        num_layers: Layers L (>= 1).
+        alpha: Weight of the adjusted gate terms (alpha_A = alpha_B, Eq. 12-13); 0 gives
+            MGBR-G.
+        shared: Whether the shared experts and gate S exist; False gives MGBR-M.
+        **kwargs: Base `Layer` arguments.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_experts: int,
+        num_layers: int,
+        alpha: float = 0.1,
+        shared: bool = True,
+        gate_softmax: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if dim < 1 or num_experts < 1 or num_layers < 1:
+            raise ValueError(
+                f"MultiTaskBlock needs dim, num_experts and num_layers >= 1, got dim={dim}, "
+                f"num_experts={num_experts}, num_layers={num_layers}."
+            )
+        self.dim = int(dim)
+        self.num_experts = int(num_experts)
+        self.num_layers = int(num_layers)
+        self.alpha = float(alpha)
+        self.shared = bool(shared)
+        self.gate_softmax = bool(gate_softmax)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        """Creates the expert and gate weights of all layers.
+
+        Args:
+            input_shape: Shape of e_u, [N, w]; e_i and e_p must have the same width w.
+        """
+        width = tf.TensorShape(input_shape)[-1]
+        if width is None:
+            raise ValueError("MultiTaskBlock needs a known embedding width (last axis).")
+        self.input_width = int(width)
+        k, d = self.num_experts, self.dim
+        groups = 2 if self.shared else 1
+        self._mtl_weights: list[dict[str, tf.Variable]] = []
+        for layer in range(1, self.num_layers + 1):
+            if layer == 1:
+                in_ab = in_s = 3 * self.input_width
+            else:
+                in_ab, in_s = (2 * d if self.shared else d), 3 * d
+            shapes = {
+                "expert_a": (in_ab, k * d),
+                "expert_b": (in_ab, k * d),
+            }
+            if self.shared:
+                shapes["expert_s"] = (in_s, k * d)
+            shapes["gate_a"] = (in_ab, groups * k)
+            shapes["gate_b"] = (in_ab, groups * k)
+            if self.shared and layer < self.num_layers:
+                # g^L_S is no output: the last layer has no gate S (its weights would get
+                # no gradient).
+                shapes["gate_s"] = (in_s, 3 * k)
+            if self.alpha != 0.0:
+                for name in ("a_ui", "a_ip", "a_up", "b_ui", "b_ip", "b_up"):
+                    shapes[f"gate_{name}"] = (2 * self.input_width, k)
+            self._mtl_weights.append(
+                {
+                    name: self.add_weight(
+                        name=f"l{layer}_{name}", shape=shape, initializer="glorot_uniform"
+                    )
+                    for name, shape in shapes.items()
+                }
+            )
+        super().build(input_shape)
+
+    def _gate(self, logits: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:
+        """Mix expert groups with per-row weights: softmax-normalised (attention) or raw."""
+        weights = tf.nn.softmax(logits, axis=-1) if self.gate_softmax else logits
+        return _mix(weights, groups)
+
+    def _experts(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+        """All K experts of one group in one matmul (Eq. 7-9): [N, in] -> [N, K, dim]."""
+        out = tf.matmul(inputs, kernel)
+        return tf.reshape(out, [-1, self.num_experts, self.dim])
+
+    def call(self, e_u: tf.Tensor, e_i: tf.Tensor, e_p: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Runs the L expert/gate layers on rows of (initiator, item, participant).
+
+        Args:
+            e_u: Initiator embeddings [N, w] (w = 2d in MGBR, Eq. 4).
+            e_i: Item embeddings [N, w] (Eq. 5).
+            e_p: Participant embeddings [N, w] (Eq. 6).
+
+        Returns:
+            Dict with "a": g^L_A [N, dim] and "b": g^L_B [N, dim].
+        """
+        for name, tensor in (("e_i", e_i), ("e_p", e_p)):
+            if tensor.shape[-1] is not None and tensor.shape[-1] != self.input_width:
+                raise ValueError(
+                    f"MultiTaskBlock: {name} has width {tensor.shape[-1]}, "
+                    f"expected {self.input_width} like e_u."
+                )
+        g0 = tf.concat([e_u, e_i, e_p], axis=-1)  # Eq. 15, [N, 3w]
+        if self.alpha != 0.0:
+            pair_ui = tf.concat([e_u, e_i], axis=-1)  # [N, 2w]
+            pair_ip = tf.concat([e_i, e_p], axis=-1)
+            pair_up = tf.concat([e_u, e_p], axis=-1)
+        g_a = g_b = g_s = g0
+        for layer, w in enumerate(self._mtl_weights):
+            if layer == 0:
+                in_a = in_b = in_s = g0
+            elif self.shared:
+                in_a = tf.concat([g_a, g_s], axis=-1)  # [N, 2d]
+                in_b = tf.concat([g_b, g_s], axis=-1)
+                in_s = tf.concat([g_a, g_s, g_b], axis=-1)  # [N, 3d]
+            else:
+                in_a, in_b = g_a, g_b  # [N, d]
+            e_a = self._experts(in_a, w["expert_a"])  # E_A, [N, K, d]
+            e_b = self._experts(in_b, w["expert_b"])  # E_B
+            gate_a = tf.matmul(in_a, w["gate_a"])  # generic gate, Eq. 10
+            gate_b = tf.matmul(in_b, w["gate_b"])  # Eq. 13, first line
+            groups_a, groups_b = [e_a], [e_b]
+            if self.shared:
+                e_s = self._experts(in_s, w["expert_s"])  # E_S
+                groups_a, groups_b = [e_a, e_s], [e_b, e_s]
+            g_a = self._gate(gate_a, groups_a)  # Eq. 10 (g_A1)
+            g_b = self._gate(gate_b, groups_b)
+            if self.alpha != 0.0:
+                # Adjusted gates, Eq. 11 and 13: A mixes E_A by (u,i) and E_S by (i,p), (u,p);
+                # B mixes E_S by (u,i) and E_B by (i,p), (u,p). Without S, E_S -> E_A / E_B.
+                other_a = e_s if self.shared else e_a
+                other_b = e_s if self.shared else e_b
+                g_a += self.alpha * (self._gate(tf.matmul(pair_ui, w["gate_a_ui"]), [e_a])
+                                     + self._gate(tf.matmul(pair_ip, w["gate_a_ip"]), [other_a])
+                                     + self._gate(tf.matmul(pair_up, w["gate_a_up"]), [other_a]))  # Eq. 12
+                g_b += self.alpha * (self._gate(tf.matmul(pair_ui, w["gate_b_ui"]), [other_b])
+                                     + self._gate(tf.matmul(pair_ip, w["gate_b_ip"]), [e_b])
+                                     + self._gate(tf.matmul(pair_up, w["gate_b_up"]), [e_b]))  # Eq. 13
+            if self.shared and "gate_s" in w:  # not at the last layer
+                g_s = self._gate(tf.matmul(in_s, w["gate_s"]), [e_a, e_s, e_b])  # Eq. 14
+        return {"a": g_a, "b": g_b}
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            dim=self.dim,
+            num_experts=self.num_experts,
+            num_layers=self.num_layers,
+            alpha=self.alpha,
+            shared=self.shared,
+            gate_softmax=self.gate_softmax,
+        )
+        return config
+
+
+@tf.keras.utils.register_keras_serializable(package="tfgb")
+class PredictionHead(tf.keras.layers.Layer):
+    """MLP_A or MLP_B of Eq. 16-17: hidden ReLU layers, then one logit.
+
+    Returns the logit, not s = sigmoid(logit): the sigmoid is monotone, so ranking uses
+    logits, and the losses apply log-sigmoid themselves.
+
+    Args:
+        hidden_units: Widths of the hidden Dense layers (may be empty: a linear score).
+        activation: Activation of the hidden layers.
+        **kwargs: Base `Layer` arguments.
+    """
+
+    def __init__(
+        self,
+        hidden_units: Sequence[int] = (),
+        activation: str = "relu",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hidden_units = [int(units) for units in hidden_units]
+        self.activation = activation
+        self.hidden = [
+            tf.keras.layers.Dense(units, activation=activation, name=f"hidden_{index}")
+            for index, units in enumerate(self.hidden_units)
+        ]
+        self.logit = tf.keras.layers.Dense(1, name="logit")
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        """Builds the Dense layers for inputs [..., width]."""
+        shape = tf.TensorShape(input_shape)
+        for layer in self.hidden:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.logit.build(shape)
+        super().build(input_shape)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        """Scores gate outputs.
+
+        Args:
+            inputs: g^L_A or g^L_B, [..., width] (e.g. [N, d] or [B, C, d]).
+
+        Returns:
+            Logits [...] (the last axis removed).
+        """
+        x = inputs
+        for layer in self.hidden:
+            x = layer(x)
+        return tf.squeeze(self.logit(x), axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(hidden_units=list(self.hidden_units), activation=self.activation)
+        return config
