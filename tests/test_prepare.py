@@ -1,0 +1,170 @@
+"""Tests for tfgb.data.prepare: the cached path from a recipe to split data and candidate lists."""
+import os
+
+import numpy as np
+import pytest
+
+from tfgb.config import Config
+from tfgb.data import prepare as prepare_module
+from tfgb.data.candidates import Candidates
+from tfgb.data.prepare import prepare, prepare_split_sizes
+from tfgb.data.synth import generate, write_beibei
+from tfgb.data.vocab import Vocabulary
+from tfgb.errors import ConfigError, DataError
+
+BEIBEI = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "beibei")
+
+
+def synthetic_config(cache_dir, seed=2023) -> Config:
+    config = Config()
+    config.data.cache_dir = str(cache_dir)
+    config.data.seed = seed
+    config.data.negatives = 20
+    config.data.synth.users, config.data.synth.items, config.data.synth.groups = 200, 50, 800
+    return config
+
+
+def files_config(cache_dir, data_dir) -> Config:
+    write_beibei(generate(users=200, items=50, groups=800, seed=1), data_dir)
+    config = synthetic_config(cache_dir)
+    config.data.source, config.data.files, config.data.failed_launches = "files", ["groups.txt"], "failed.txt"
+    return config
+
+
+def cache_dirs(cache_dir):
+    return sorted(name for name in os.listdir(cache_dir) if not name.startswith("."))
+
+
+def assert_same(a, b):
+    for name in ("train", "valid", "test"):
+        for field in ("initiator", "item", "offsets", "participants"):
+            assert np.array_equal(getattr(getattr(a, name), field), getattr(getattr(b, name), field))
+    for name in ("valid_candidates", "test_candidates"):
+        assert np.array_equal(getattr(a, name).items, getattr(b, name).items)
+        assert np.array_equal(getattr(a, name).participants, getattr(b, name).participants)
+    assert a.user_vocab == b.user_vocab and a.item_vocab == b.item_vocab
+    assert np.array_equal(a.failed_users, b.failed_users) and a.moved_to_train == b.moved_to_train
+
+
+def test_second_call_loads_the_cache_without_reading(tmp_path, monkeypatch):
+    config = synthetic_config(tmp_path / "cache")
+    first = prepare(config)
+    assert not first.from_cache and cache_dirs(tmp_path / "cache") == [os.path.basename(first.cache_path)]
+    assert sorted(os.listdir(first.cache_path)) == sorted(
+        ["groups.npz", "valid_candidates.npz", "test_candidates.npz", "users.txt", "items.txt", "manifest.json"])
+
+    def fail(**_):
+        raise AssertionError("the generator must not run on a cache hit")
+
+    monkeypatch.setattr(prepare_module.synth, "generate", fail)
+    second = prepare(config)
+    assert second.from_cache and second.cache_path == first.cache_path
+    assert_same(first, second)
+    assert isinstance(second.test_candidates, Candidates) and len(second.test_candidates) == len(second.test)
+    assert second.num_users == len(second.user_vocab) == second.train.num_users
+
+
+def test_files_cache_hit_skips_the_reader_and_new_bytes_give_a_new_key(tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    config = files_config(tmp_path / "cache", data_dir)
+    first = prepare(config, str(data_dir))
+    calls = []
+    real_reader = prepare_module.read_groups
+    monkeypatch.setattr(prepare_module, "read_groups", lambda *a: calls.append(a) or real_reader(*a))
+    assert prepare(config, str(data_dir)).from_cache and not calls
+    with open(data_dir / "failed.txt", "a", encoding="utf-8") as fh:
+        fh.write("0\t1\n")  # any changed byte of an input is a new key
+    third = prepare(config, str(data_dir))
+    assert not third.from_cache and calls and third.cache_path != first.cache_path
+
+
+def test_changed_seed_or_negatives_gives_a_new_cache_dir(tmp_path):
+    a = prepare(synthetic_config(tmp_path))
+    b = prepare(synthetic_config(tmp_path, seed=7))
+    config = synthetic_config(tmp_path)
+    config.data.negatives = 10
+    c = prepare(config)
+    assert len({a.cache_path, b.cache_path, c.cache_path}) == 3 and not b.from_cache and not c.from_cache
+    assert not np.array_equal(a.valid.initiator[:50], b.valid.initiator[:50])
+    assert c.test_candidates.negatives == 10
+    assert len(cache_dirs(tmp_path)) == 3
+
+
+def test_a_killed_write_leaves_no_trusted_cache(tmp_path, monkeypatch):
+    config = synthetic_config(tmp_path)
+
+    def killed(self, path):
+        raise KeyboardInterrupt  # the process dies while writing the candidate lists
+
+    monkeypatch.setattr(Candidates, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(config)
+    assert cache_dirs(tmp_path) == []
+    monkeypatch.undo()
+    # A SIGKILL leaves its temporary directory behind: it is never read.
+    os.makedirs(tmp_path / ".tmp-stale-123")
+    fresh = prepare(config)
+    assert not fresh.from_cache and cache_dirs(tmp_path) == [os.path.basename(fresh.cache_path)]
+    # A directory under the key without a complete manifest is not trusted either.
+    os.remove(os.path.join(fresh.cache_path, "manifest.json"))
+    again = prepare(config)
+    assert not again.from_cache
+    assert prepare(config).from_cache
+    # Nor is a damaged one (an array file missing): it is rebuilt.
+    os.remove(os.path.join(again.cache_path, "groups.npz"))
+    rebuilt = prepare(config)
+    assert not rebuilt.from_cache and prepare(config).from_cache
+    assert_same(fresh, rebuilt)
+
+
+def test_files_source_needs_a_data_dir_and_existing_files(tmp_path):
+    config = files_config(tmp_path / "cache", tmp_path / "data")
+    with pytest.raises(ConfigError, match="data-dir"):
+        prepare(config, None)
+    config.data.files = ["missing.txt"]
+    with pytest.raises(DataError, match="missing.txt"):
+        prepare(config, str(tmp_path / "data"))
+
+
+def test_vocabularies_and_split_sizes(tmp_path):
+    config = synthetic_config(tmp_path / "cache")
+    data = prepare(config)
+    data.save_vocabularies(tmp_path / "model" / "vocab")
+    assert Vocabulary.load(tmp_path / "model" / "vocab" / "users.txt") == data.user_vocab
+    assert Vocabulary.load(tmp_path / "model" / "vocab" / "items.txt") == data.item_vocab
+    sizes = prepare_split_sizes(config)
+    assert sizes == {"train": len(data.train), "valid": len(data.valid), "test": len(data.test),
+                     "moved_to_train": sum(data.moved_to_train.values())}
+    assert sizes["train"] + sizes["valid"] + sizes["test"] == 800
+
+
+def test_training_helpers(tmp_path):
+    config = synthetic_config(tmp_path)
+    data = prepare(config)
+    graphs = data.graphs()
+    assert set(graphs) == {"ui", "pi", "up", "hetero"} and data.graphs() is graphs
+    batch = next(iter(data.training_dataset(config.train, epoch=0)))
+    assert batch["aux_items"].shape == (config.train.batch_size, config.train.aux_size)
+    assert data.training_stream(config.train) is data.training_stream(config.train)
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not os.path.isdir(BEIBEI), reason="the Beibei data (../shared/data/beibei) is absent")
+def test_beibei(tmp_path):
+    config = Config()
+    config.data.source, config.data.files, config.data.failed_launches = "files", ["tune.txt", "test.txt"], "invalid.txt"
+    config.data.format, config.data.cache_dir = "beibei", str(tmp_path)
+    data = prepare(config, BEIBEI)
+    assert len(data.train) + len(data.valid) + len(data.test) == 332826
+    assert prepare(config, BEIBEI).from_cache
+
+
+def test_a_concurrent_writer_keeps_the_first_complete_cache(tmp_path):
+    config = synthetic_config(tmp_path)
+    first = prepare(config)
+    manifest = os.path.join(first.cache_path, "manifest.json")
+    before = os.stat(manifest).st_mtime_ns
+    key = prepare_module.cache_key(config, None)
+    prepare_module._write(first, str(tmp_path), first.cache_path, key, config)  # the slower run finishes
+    assert os.stat(manifest).st_mtime_ns == before and os.listdir(tmp_path) == [os.path.basename(first.cache_path)]
+    assert prepare(config).from_cache

@@ -1,0 +1,363 @@
+"""``prepare``: the one entry point from a recipe to split, encoded, evaluation-ready data.
+
+Steps: read the raw deal groups (the synthetic generator, or the recipe's files), encode them
+(vocabularies), split them (:mod:`tfgb.data.split`), build the valid and test candidate lists
+(:mod:`tfgb.data.candidates`), and cache all of it in ``data.cache_dir/<key>/``:
+
+    groups.npz              train/valid/test tables and failed launches (index arrays)
+    valid_candidates.npz    saved candidate lists of the valid split
+    test_candidates.npz     ... of the test split
+    users.txt, items.txt    vocabularies (raw id per line, line n = index n)
+    manifest.json           key, inputs, sizes, timings; written last
+
+``key`` is a SHA-256 over the format version, the bytes of every input file (or the synthetic
+generator's settings), the reader settings, split ratios, seed and ``data.negatives``, and the
+source code of the modules that compute the cached arrays; changing any of them gives a new
+directory. A hit loads the arrays without parsing the inputs again. A cache is written into a
+temporary directory inside ``cache_dir`` and renamed into place in one ``os.rename``, so a killed
+or concurrent run never leaves a partial directory under a key (stray ``.tmp-*`` directories
+are never read).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from tfgb.config import Config, TrainConfig
+from tfgb.data import candidates as candidates_lib
+from tfgb.data import groups as groups_lib
+from tfgb.data import negatives, readers, split, synth, vocab
+from tfgb.data.candidates import Candidates, build_candidates
+from tfgb.data.groups import DealGroups
+from tfgb.data.negatives import PairSet
+from tfgb.data.readers import read_groups
+from tfgb.data.vocab import Vocabulary, encode
+from tfgb.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # these import TensorFlow; loaded only when graphs or a stream are asked for
+    import tensorflow as tf
+
+    from tfgb.data.stream import TrainingStream
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_CHUNK = 1 << 20
+_TABLE_FIELDS = ("initiator", "item", "offsets", "participants")
+# The code whose output is cached: a change to any of these invalidates old caches.
+_CACHED_CODE = (groups_lib, readers, synth, vocab, split, negatives, candidates_lib)
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Split, encoded data with its saved candidate lists (see :func:`prepare`).
+
+    Attributes:
+      train / valid / test: the three splits as encoded tables over the same vocabularies.
+      user_vocab / item_vocab: raw id <-> index.
+      failed_users / failed_items: ``int64`` [F] failed launches (extra initiator-item edges).
+      valid_candidates / test_candidates: the saved evaluation lists.
+      cache_path: the cache directory these arrays live in.
+      from_cache: True when loaded from an existing cache (nothing was read or computed).
+      moved_to_train: ``{"valid": n, "test": n}`` groups moved back to training (cold start).
+      timings: seconds per step (``read``, ``encode``, ``split``, ``candidates``, ``write``; or
+        ``load``), plus ``hash`` (computing the key).
+    """
+
+    train: DealGroups
+    valid: DealGroups
+    test: DealGroups
+    user_vocab: Vocabulary
+    item_vocab: Vocabulary
+    failed_users: np.ndarray
+    failed_items: np.ndarray
+    valid_candidates: Candidates
+    test_candidates: Candidates
+    cache_path: str
+    from_cache: bool = False
+    moved_to_train: dict[str, int] = dataclasses.field(default_factory=dict)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    _memo: dict[Any, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_vocab)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_vocab)
+
+    def save_vocabularies(self, directory: str | os.PathLike) -> None:
+        """Write ``users.txt`` and ``items.txt`` (one raw id per line) into ``directory`` (created)."""
+        save_vocabularies(directory, self.user_vocab, self.item_vocab)
+
+    def train_interactions(self) -> PairSet:
+        """(user, item) pairs of the training groups (every role) and failed launches; built once."""
+        return self._cached("train_interactions", lambda: negatives.interactions(
+            self.train, failed_users=self.failed_users, failed_items=self.failed_items))
+
+    def graphs(self, failed_launches: bool = True) -> dict[str, tf.sparse.SparseTensor]:
+        """The training graphs of :func:`tfgb.data.graphs.build_graphs`; built once per flag.
+
+        Args:
+          failed_launches: add the failed launches as extra initiator-item edges.
+        """
+        from tfgb.data.graphs import build_graphs  # imports TensorFlow
+
+        def build() -> dict[str, tf.sparse.SparseTensor]:
+            failed = (self.failed_users, self.failed_items) if failed_launches else (None, None)
+            return build_graphs(self.train, self.num_users, self.num_items, *failed)
+
+        return self._cached(("graphs", failed_launches), build)
+
+    def training_stream(self, train: TrainConfig) -> TrainingStream:
+        """The :class:`tfgb.data.stream.TrainingStream` for ``train.batch_size/aux_size/seed``; built once."""
+        from tfgb.data.stream import TrainingStream  # imports TensorFlow
+
+        key = ("stream", train.batch_size, train.aux_size, train.seed)
+        return self._cached(key, lambda: TrainingStream(
+            self.train, self.train_interactions(), self.num_users, self.num_items,
+            train.batch_size, train.aux_size, train.seed))
+
+    def training_dataset(self, train: TrainConfig, epoch: int, start_batch: int = 0) -> tf.data.Dataset:
+        """One epoch of training batches as a ``tf.data.Dataset`` (see :mod:`tfgb.data.stream`)."""
+        return self.training_stream(train).dataset(epoch, start_batch=start_batch)
+
+    def _cached(self, key: Any, build: Callable[[], T]) -> T:
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
+
+def save_vocabularies(directory: str | os.PathLike, users: Vocabulary, items: Vocabulary) -> None:
+    """Write ``users.txt`` and ``items.txt`` into ``directory`` (created when missing)."""
+    os.makedirs(directory, exist_ok=True)
+    users.save(os.path.join(directory, "users.txt"))
+    items.save(os.path.join(directory, "items.txt"))
+
+
+def _input_files(config: Config, data_dir: str | None) -> list[str]:
+    data = config.data
+    if data_dir is None:
+        raise ConfigError("data.source = 'files' needs a data directory (--data-dir)")
+    if not data.files:
+        raise ConfigError("data.source = 'files' needs at least one file in data.files")
+    names = [*data.files, *([data.failed_launches] if data.failed_launches else [])]
+    return [os.path.join(data_dir, name) for name in names]
+
+
+def cache_key(config: Config, data_dir: str | None) -> str:
+    """The cache key (hex SHA-256) of the prepared data for ``config.data`` and the inputs.
+
+    Raises:
+      ConfigError: ``files`` source without a data directory or files.
+      DataError: an input file is missing or unreadable.
+    """
+    data = config.data
+    digest = hashlib.sha256()
+
+    def add(label: str, value: Any) -> None:
+        digest.update(json.dumps([label, value], sort_keys=True).encode())
+
+    add("format", FORMAT_VERSION)
+    add("source", data.source)
+    if data.source == "synthetic":
+        add("synth", dataclasses.asdict(data.synth))
+    else:
+        add("reader", [data.format, data.initiator_column, data.item_column, data.participants_column,
+                       data.participant_separator, data.files, data.failed_launches])
+        for path in _input_files(config, data_dir):
+            add("file", os.path.basename(path))
+            try:
+                with open(path, "rb") as fh:
+                    while chunk := fh.read(_CHUNK):
+                        digest.update(chunk)
+            except FileNotFoundError:
+                raise DataError(path, "file not found") from None
+            except OSError as exc:
+                raise DataError(path, f"cannot read the file ({exc.strerror})") from None
+    add("split", [float(r) for r in data.split])
+    add("seed", data.seed)
+    add("negatives", data.negatives)
+    for module in _CACHED_CODE:
+        add("code", module.__name__)
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def prepare(config: Config, data_dir: str | None = None) -> Prepared:
+    """Read, encode, split and build candidate lists for ``config.data``, through the cache.
+
+    Args:
+      config: the recipe; ``config.data`` says what to read and how to split.
+      data_dir: directory ``data.files`` are relative to (required when ``data.source = "files"``).
+
+    Returns:
+      The :class:`Prepared` data; ``from_cache`` tells whether the cache was hit.
+
+    Raises:
+      ConfigError: bad data settings (no data dir, ``data.negatives`` too large for the data...).
+      DataError: a bad input file.
+    """
+    start = time.perf_counter()
+    key = cache_key(config, data_dir)
+    cache_dir = config.data.cache_dir
+    final = os.path.join(cache_dir, key[:24])
+    hashed = time.perf_counter() - start
+    damaged = False
+    if _valid_cache(final, key):
+        try:
+            prepared = _load(final)
+        except (OSError, KeyError, ValueError, DataError) as exc:  # e.g. a file deleted by hand
+            logger.warning("prepare: rebuilding the unreadable cache %s (%s)", final, exc)
+            damaged = True
+        else:
+            prepared.timings.update(hash=round(hashed, 4), load=round(time.perf_counter() - start - hashed, 4))
+            logger.info("prepare: loaded %s in %.2f s (train/valid/test %d/%d/%d groups)", final,
+                        time.perf_counter() - start, len(prepared.train), len(prepared.valid), len(prepared.test))
+            return prepared
+    prepared = _compute(config, data_dir)
+    prepared.timings["hash"] = round(hashed, 4)
+    tick = time.perf_counter()
+    _write(prepared, cache_dir, final, key, config, replace=damaged)
+    prepared.timings["write"] = round(time.perf_counter() - tick, 4)
+    prepared.cache_path = final
+    logger.info("prepare: %s in %.2f s (%s)", final, time.perf_counter() - start,
+                ", ".join(f"{k} {v:.2f} s" for k, v in prepared.timings.items()))
+    return prepared
+
+
+def _compute(config: Config, data_dir: str | None) -> Prepared:
+    """Every step of :func:`prepare` without the cache."""
+    data, timings = config.data, {}
+    tick = time.perf_counter()
+    if data.source == "synthetic":
+        raw = synth.generate(**dataclasses.asdict(data.synth))
+    else:
+        _input_files(config, data_dir)  # the same ConfigErrors as cache_key
+        raw = read_groups(data, data_dir)
+    timings["read"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    groups, users, items, failed_users, failed_items = encode(raw)
+    timings["encode"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    planned = split.planned_sizes(len(groups), data.split)
+    train_idx, valid_idx, test_idx = split.split_groups(groups, data.split, data.seed)
+    train, valid, test = groups.take(train_idx), groups.take(valid_idx), groups.take(test_idx)
+    moved = {"valid": planned[1] - len(valid), "test": planned[2] - len(test)}
+    timings["split"] = time.perf_counter() - tick
+    logger.info("prepare: split %d groups into train/valid/test %d/%d/%d; cold start moved %d valid and %d "
+                "test groups (initiator or item absent from training) back to training",
+                len(groups), len(train), len(valid), len(test), moved["valid"], moved["test"])
+
+    tick = time.perf_counter()
+    everything = negatives.interactions(train, valid, test, failed_users=failed_users, failed_items=failed_items)
+    lists = [build_candidates(table, everything, len(users), len(items), data.negatives, seed=(data.seed, n))
+             for n, table in ((1, valid), (2, test))]
+    timings["candidates"] = time.perf_counter() - tick
+    return Prepared(train, valid, test, users, items, failed_users.astype(np.int64), failed_items.astype(np.int64),
+                    lists[0], lists[1], cache_path="", from_cache=False, moved_to_train=moved,
+                    timings={k: round(v, 4) for k, v in timings.items()})
+
+
+def _valid_cache(path: str, key: str) -> bool:
+    try:
+        with open(os.path.join(path, "manifest.json"), encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return manifest.get("format_version") == FORMAT_VERSION and manifest.get("key") == key
+
+
+def _write(prepared: Prepared, cache_dir: str, final: str, key: str, config: Config, replace: bool = False) -> None:
+    """Write the cache into a temporary directory, then rename it to ``final`` in one step.
+
+    An existing ``final`` is kept when it is complete (a concurrent run wrote the same content
+    first), unless ``replace`` says it could not be loaded; an incomplete one is replaced.
+    """
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{key[:24]}-", dir=cache_dir)
+    try:
+        arrays = {"failed_users": prepared.failed_users, "failed_items": prepared.failed_items,
+                  "num_users": np.int64(prepared.num_users), "num_items": np.int64(prepared.num_items)}
+        for name in ("train", "valid", "test"):
+            table = getattr(prepared, name)
+            arrays.update({f"{name}_{field}": getattr(table, field) for field in _TABLE_FIELDS})
+        with open(os.path.join(tmp, "groups.npz"), "wb") as fh:
+            np.savez(fh, **arrays)
+        prepared.valid_candidates.save(os.path.join(tmp, "valid_candidates.npz"))
+        prepared.test_candidates.save(os.path.join(tmp, "test_candidates.npz"))
+        save_vocabularies(tmp, prepared.user_vocab, prepared.item_vocab)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "key": key,
+            "data": dataclasses.asdict(config.data),
+            "sizes": {"train": len(prepared.train), "valid": len(prepared.valid), "test": len(prepared.test),
+                      "users": prepared.num_users, "items": prepared.num_items,
+                      "failed_launches": int(prepared.failed_users.size)},
+            "moved_to_train": prepared.moved_to_train,
+            "timings": prepared.timings,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=2)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache is as readable as its parent
+        if os.path.isdir(final) and (replace or not _valid_cache(final, key)):
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not _valid_cache(final, key):
+                raise
+            logger.info("prepare: another run wrote %s first; keeping it", final)  # identical content
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(path: str) -> Prepared:
+    """Read a cache directory written by :func:`_write`."""
+    with open(os.path.join(path, "manifest.json"), encoding="utf-8") as fh:
+        manifest = json.load(fh)
+    with np.load(os.path.join(path, "groups.npz")) as arrays:
+        num_users, num_items = int(arrays["num_users"]), int(arrays["num_items"])
+        tables = [DealGroups(*(arrays[f"{name}_{field}"] for field in _TABLE_FIELDS), num_users, num_items)
+                  for name in ("train", "valid", "test")]
+        failed_users, failed_items = arrays["failed_users"], arrays["failed_items"]
+    return Prepared(
+        *tables,
+        user_vocab=Vocabulary.load(os.path.join(path, "users.txt")),
+        item_vocab=Vocabulary.load(os.path.join(path, "items.txt")),
+        failed_users=failed_users,
+        failed_items=failed_items,
+        valid_candidates=Candidates.load(os.path.join(path, "valid_candidates.npz")),
+        test_candidates=Candidates.load(os.path.join(path, "test_candidates.npz")),
+        cache_path=path,
+        from_cache=True,
+        moved_to_train={k: int(v) for k, v in manifest.get("moved_to_train", {}).items()},
+    )
+
+
+def prepare_split_sizes(config: Config, data_dir: str | None = None) -> dict[str, int]:
+    """Group counts per split after cold-start moves (for ``python -m tfgb.data stats``).
+
+    Returns:
+      ``{"train": n, "valid": n, "test": n, "moved_to_train": n}``.
+    """
+    prepared = prepare(config, data_dir)
+    return {"train": len(prepared.train), "valid": len(prepared.valid), "test": len(prepared.test),
+            "moved_to_train": int(sum(prepared.moved_to_train.values()))}

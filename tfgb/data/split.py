@@ -1,0 +1,79 @@
+"""The seeded train/valid/test split of deal groups (the evaluation protocol, DESIGN.md).
+
+1. A seeded permutation of the groups is cut into train/valid/test by the ratios
+   (:func:`planned_sizes`: valid and test sizes are rounded down, train takes the rest).
+2. Cold start: a valid/test group whose initiator never occurs in a training group (in any
+   role: as an initiator or as a participant), or whose item is never the item of a training
+   group, goes back to training. One pass suffices: moving groups only adds users and items to
+   training, so no remaining group becomes cold. Participants of valid/test groups may be
+   absent from training: they are users with an embedding all the same.
+
+Same groups and seed give the same split on every machine (``np.random.default_rng``).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from tfgb.data.groups import DealGroups
+
+logger = logging.getLogger(__name__)
+
+
+def planned_sizes(num_groups: int, ratios: Sequence[float] = (0.8, 0.1, 0.1)) -> tuple[int, int, int]:
+    """Train/valid/test sizes before cold-start groups move back to training.
+
+    Args:
+      num_groups: G.
+      ratios: three non-negative weights (train, valid, test), normalised by their sum.
+
+    Returns:
+      ``(train, valid, test)`` summing to G; valid and test are ``floor(G * r / sum(r))``.
+    """
+    if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
+        raise ValueError(f"ratios must be three non-negative numbers with a positive sum, got {ratios!r}")
+    total = float(sum(ratios))
+    valid = int(np.floor(num_groups * ratios[1] / total))
+    test = int(np.floor(num_groups * ratios[2] / total))
+    return num_groups - valid - test, valid, test
+
+
+def split_groups(
+    groups: DealGroups, ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 2023
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split deal groups into train/valid/test group indices.
+
+    Args:
+      groups: the encoded table, G groups.
+      ratios: (train, valid, test) weights.
+      seed: seed of the permutation.
+
+    Returns:
+      ``(train, valid, test)``: sorted, disjoint ``int64`` index arrays into ``groups`` whose
+      union is ``arange(G)``. Every initiator of a valid/test group occurs in some training group
+      (as initiator or participant) and every item of a valid/test group is the item of some
+      training group.
+    """
+    n_train, n_valid, _ = planned_sizes(len(groups), ratios)
+    order = np.random.default_rng(seed).permutation(len(groups)).astype(np.int64)
+    train = order[:n_train]
+    held = order[n_train:]
+
+    seen_users = np.zeros(groups.num_users, dtype=bool)
+    seen_users[groups.initiator[train]] = True
+    seen_users[groups.take(train).participants] = True
+    seen_items = np.zeros(groups.num_items, dtype=bool)
+    seen_items[groups.item[train]] = True
+    warm = seen_users[groups.initiator[held]] & seen_items[groups.item[held]]
+
+    is_valid = np.arange(held.size) < n_valid
+    valid = np.sort(held[warm & is_valid])
+    test = np.sort(held[warm & ~is_valid])
+    train = np.sort(np.concatenate([train, held[~warm]]))
+    moved_valid = int(n_valid - valid.size)
+    moved_test = int(held.size - n_valid - test.size)
+    logger.debug("split %d groups: %d/%d/%d; cold start moved %d valid and %d test groups to training",
+                 len(groups), train.size, valid.size, test.size, moved_valid, moved_test)
+    return train, valid, test

@@ -1,0 +1,195 @@
+"""tf.data pipelines: training triples with sampled negatives, and saved candidate lists.
+
+Training (:class:`TrainingStream`): one example per (initiator u, item i, participant p) triple,
+i.e. one per participant of every training group. Batch ``b`` of epoch ``e`` is a pure function
+of the training table, ``batch_size``, ``seed``, ``e`` and ``b``: the epoch's order is
+``default_rng([seed, e]).permutation(P)`` and the negatives of batch ``b`` come from
+``default_rng([seed, e, b])``. A run resumed at epoch ``e`` (or at batch ``b`` of it,
+``dataset(e, start_batch=b)``) therefore sees exactly the batches an uninterrupted run would, and
+batches can be built in parallel (several tf.data threads) without changing them.
+
+Every training batch is a dict of ``int32`` tensors (ids are vocabulary indices; int32 halves
+the bytes of int64 and is what embedding lookups take):
+
+* ``initiator [B]``, ``item [B]``, ``participant [B]``: the triple.
+* ``neg_item [B]``: an item the initiator never interacted with in training (BPR negative, task A).
+* ``neg_participant [B]``: a user who is neither the initiator nor a participant of the group
+  (BPR negative, task B).
+* ``aux_items [B, T]``: T^I, items the initiator never interacted with in training (so never the
+  true item); Eq. 21 of MGBR.
+* ``aux_participants [B, T]``: T^P, users outside the group (Eq. 24 of MGBR).
+
+B is ``batch_size`` except in the last batch (``drop_remainder=False``); T is ``aux_size``.
+Negatives are drawn uniformly with replacement (the aux sets of a row may repeat an id, with
+probability about T^2 / (2 * num_items)); none is ever a positive.
+
+Evaluation (:func:`candidate_dataset`): the saved lists of :mod:`tfgb.data.candidates`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfgb.data.candidates import Candidates
+from tfgb.data.groups import DealGroups
+from tfgb.data.negatives import PairSet, group_members, sample_absent
+from tfgb.errors import ConfigError
+
+BATCHES_PER_CALL = 8  # batches built per tf.numpy_function call (amortises its overhead)
+TRAINING_KEYS = ("initiator", "item", "participant", "neg_item", "neg_participant", "aux_items", "aux_participants")
+
+
+class TrainingStream:
+    """Deterministic, reshuffled-per-epoch training batches with negatives and aux sets.
+
+    Args:
+      train: the training groups.
+      interacted: the (user, item) pairs of training interactions (every role, failed launches
+        included), over ``[num_users, num_items]``; see :func:`tfgb.data.negatives.interactions`.
+      num_users / num_items: vocabulary sizes.
+      batch_size: B.
+      aux_size: T, size of the auxiliary sets T^I and T^P.
+      seed: the stream's seed (e.g. ``train.seed``).
+
+    Raises:
+      ConfigError: some initiator interacted with every item, or some group holds every user
+        (no negative exists).
+    """
+
+    def __init__(
+        self,
+        train: DealGroups,
+        interacted: PairSet,
+        num_users: int,
+        num_items: int,
+        batch_size: int,
+        aux_size: int,
+        seed: int,
+    ):
+        if (interacted.num_rows, interacted.num_cols) != (num_users, num_items):
+            raise ValueError("interacted must be a PairSet over [num_users, num_items]")
+        if batch_size < 1 or aux_size < 0:
+            raise ValueError(f"batch_size must be >= 1 and aux_size >= 0, got {batch_size} and {aux_size}")
+        self.initiator, self.item, self.participant, self.group = train.triples()
+        self.interacted = interacted
+        self.members = group_members(train)
+        self.num_users, self.num_items = int(num_users), int(num_items)
+        self.batch_size, self.aux_size, self.seed = int(batch_size), int(aux_size), int(seed)
+        if self.num_triples and interacted.row_counts[self.initiator].max() >= num_items:
+            raise ConfigError("the training data has an initiator who interacted with every item: no negative item exists")
+        if self.num_triples and self.members.row_counts.max() >= num_users:
+            raise ConfigError("the training data has a group containing every user: no negative participant exists")
+
+    @property
+    def num_triples(self) -> int:
+        """P, examples per epoch."""
+        return int(self.participant.shape[0])
+
+    @property
+    def num_batches(self) -> int:
+        """Batches per epoch, the last one possibly smaller."""
+        return -(-self.num_triples // self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The epoch's permutation of triple indices, ``int64`` [P]."""
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(self.num_triples)
+
+    def batch(self, epoch: int, index: int, order: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Batch ``index`` of ``epoch`` as numpy ``int32`` arrays (see the module docstring).
+
+        Args:
+          epoch: epoch number (any non-negative int).
+          index: batch number in ``[0, num_batches)``.
+          order: ``self.order(epoch)`` when already computed (saves recomputing it).
+        """
+        order = self.order(epoch) if order is None else order
+        rows = order[index * self.batch_size : (index + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, int(epoch), int(index)])
+        initiator, group = self.initiator[rows], self.group[rows]
+        items = sample_absent(rng, self.interacted, initiator, 1 + self.aux_size)
+        users = sample_absent(rng, self.members, group, 1 + self.aux_size)
+        return {
+            "initiator": initiator.astype(np.int32),
+            "item": self.item[rows].astype(np.int32),
+            "participant": self.participant[rows].astype(np.int32),
+            "neg_item": items[:, 0].astype(np.int32),
+            "neg_participant": users[:, 0].astype(np.int32),
+            "aux_items": items[:, 1:].astype(np.int32),
+            "aux_participants": users[:, 1:].astype(np.int32),
+        }
+
+    def dataset(self, epoch: int, start_batch: int = 0, parallel_calls: int | None = None) -> tf.data.Dataset:
+        """The batches of one epoch as a ``tf.data.Dataset`` of dicts, from ``start_batch`` on.
+
+        numpy builds :data:`BATCHES_PER_CALL` consecutive batches per ``tf.numpy_function`` call
+        (fewer, larger calls: less per-call overhead), ``parallel_calls`` calls at a time (default:
+        tf.data's autotune), and ``rebatch`` cuts them back into the batches of :meth:`batch`, in
+        order. The content of every batch is that of :meth:`batch`, whatever the parallelism.
+        """
+        order = self.order(epoch)
+        keys = TRAINING_KEYS
+        start_batch = int(start_batch)
+
+        def make(chunk: np.ndarray) -> list[np.ndarray]:
+            first = max(int(chunk) * BATCHES_PER_CALL, start_batch)
+            last = min((int(chunk) + 1) * BATCHES_PER_CALL, self.num_batches)
+            parts = [self.batch(epoch, index, order) for index in range(first, last)]
+            return [np.concatenate([part[key] for part in parts]) for key in keys]
+
+        def to_dict(chunk: tf.Tensor) -> dict[str, tf.Tensor]:
+            values = tf.numpy_function(make, [chunk], Tout=[tf.int32] * len(keys), stateful=False)
+            out = {}
+            for key, value in zip(keys, values):
+                shape = [None, self.aux_size] if key.startswith("aux_") else [None]
+                out[key] = tf.ensure_shape(value, shape)
+            return out
+
+        calls = tf.data.AUTOTUNE if parallel_calls is None else parallel_calls
+        chunks = -(-self.num_batches // BATCHES_PER_CALL)
+        return (
+            tf.data.Dataset.range(start_batch // BATCHES_PER_CALL, chunks)
+            .map(to_dict, num_parallel_calls=calls, deterministic=True)
+            .rebatch(self.batch_size, drop_remainder=False)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+
+def training_dataset(
+    train: DealGroups,
+    interacted_items_by_user: PairSet,
+    num_users: int,
+    num_items: int,
+    batch_size: int,
+    aux_size: int,
+    seed: int,
+    epoch: int,
+) -> tf.data.Dataset:
+    """One epoch of training batches: ``TrainingStream(...).dataset(epoch)``; see :class:`TrainingStream`."""
+    stream = TrainingStream(train, interacted_items_by_user, num_users, num_items, batch_size, aux_size, seed)
+    return stream.dataset(epoch)
+
+
+def candidate_dataset(candidates: Candidates, task: str, k: int, batch_size: int) -> tf.data.Dataset:
+    """Saved candidate lists as batches of ``int32`` dicts.
+
+    Args:
+      candidates: the lists of one split.
+      task: ``"a"`` (rank items for the initiator) or ``"b"`` (rank participants for (u, i)).
+      k: list length, e.g. 10 (1:9) or 100 (1:99); see :mod:`tfgb.data.candidates`.
+      batch_size: B.
+
+    Returns:
+      Dataset of ``{"initiator": [B], "item": [B] (true item), "candidates": [B, k],
+      "label": [B] (position of the positive in candidates)}``.
+    """
+    if task not in ("a", "b"):
+        raise ValueError(f"task must be 'a' or 'b', got {task!r}")
+    lists, label = candidates.task_a(k) if task == "a" else candidates.task_b(k)
+    columns = {
+        "initiator": candidates.initiator,
+        "item": candidates.item,
+        "candidates": lists,
+        "label": label,
+    }
+    columns = {key: value.astype(np.int32) for key, value in columns.items()}
+    return tf.data.Dataset.from_tensor_slices(columns).batch(batch_size).prefetch(tf.data.AUTOTUNE)
