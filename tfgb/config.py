@@ -61,6 +61,8 @@ class ModelConfig:
     alpha: float = 0.1  # alpha_A = alpha_B, Eq. 12-13
     shared_experts: bool = True  # False = MGBR-M
     graph: str = "multi"  # "multi" (three views) or "hetero" (MGBR-D)
+    standardize: bool = True  # standardize each GCN output column over all nodes before the experts
+    gate_softmax: bool = True  # gates as attention (softmax over experts); false = raw linear weights
     mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [32])
     heads: int = 8  # MAMGBR attention heads
     dropout: float = 0.1
@@ -73,12 +75,14 @@ class TrainConfig:
     epochs: int = 8
     batch_size: int = 256
     learning_rate: float = 0.005
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW); 0 = plain Adam
     aux_size: int = 9  # |T|, Eq. 21 and 24
     aux_losses: bool = True  # False = MGBR-R
     beta: float = 1.0
     beta_a: float = 0.3
     beta_b: float = 0.3
     seed: int = 1
+    deterministic: bool = True  # op determinism + one inter-op thread: bit-identical reruns and resumes
     valid_max_groups: int = 1000  # seeded subsample for per-epoch validation; 0 = all
 
 

@@ -1,0 +1,123 @@
+"""End-to-end: `python -m tfgb.train` / `python -m tfgb.evaluate` on the built-in synthetic data."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(args: list[str], tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=full_env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def train_args(model_dir: Path, *sets: str) -> list[str]:
+    args = ["-m", "tfgb.train", "--quiet", "--model-dir", str(model_dir),
+            "--set", f"data.cache_dir={model_dir.parent / 'cache'}"]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory) -> Path:
+    """The default recipe, trained once through the CLI exactly as a new user would run it."""
+    tmp = tmp_path_factory.mktemp("default")
+    proc = run(["-m", "tfgb.train", "--quiet", "--model-dir", str(tmp / "run")], tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "run"
+
+
+def test_default_recipe_learns_both_tasks(default_run: Path):
+    metrics = json.loads((default_run / "metrics.json").read_text())
+    test = metrics["test"]
+    # Random ranking of 1 positive among 10 gives MRR@10 = 0.293; popularity alone ~0.50 (A) / ~0.35 (B).
+    assert test["a"]["mrr@10"] > 0.6, test
+    assert test["b"]["mrr@10"] > 0.6, test
+    for task in ("a", "b"):
+        assert set(test[task]) >= {"mrr@10", "ndcg@10", "hr@10", "mrr@100", "ndcg@100", "hr@100"}
+
+
+def test_run_dir_holds_recipe_vocab_history(default_run: Path):
+    assert (default_run / "config.toml").exists()
+    assert (default_run / "vocab" / "users.txt").exists() and (default_run / "vocab" / "items.txt").exists()
+    history = (default_run / "history.csv").read_text().splitlines()
+    header = history[0].split(",")
+    assert {"loss_a", "loss_b", "aux_a", "aux_b", "valid_objective"} <= set(header)
+    assert len(history) - 1 == int(json.loads((default_run / "metrics.json").read_text())["epochs"])
+
+
+def test_evaluate_cli_reproduces_test_metrics(default_run: Path, tmp_path: Path):
+    proc = run(["-m", "tfgb.evaluate", "--quiet", "--model-dir", str(default_run)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    saved = json.loads((default_run / "metrics.json").read_text())["test"]
+    for task in ("a", "b"):
+        assert result[task]["mrr@10"] == pytest.approx(saved[task]["mrr@10"], abs=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["mgbr-m", "mgbr-r", "mgbr-g", "mgbr-d", "mgbr-m-r"])
+def test_variants_train_and_evaluate(variant: str, tmp_path: Path):
+    model_dir = tmp_path / "run"
+    proc = run(train_args(model_dir, f"model.name={variant}", "train.epochs=1", "data.synth.groups=1500",
+                          "data.synth.users=600", "data.synth.items=150"), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["model"] == variant
+    for task in ("a", "b"):
+        assert 0.0 < metrics["test"][task]["mrr@10"] <= 1.0
+
+
+SMALL = ("train.epochs=3", "data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150")
+
+
+def test_killed_run_resumes_and_matches_uninterrupted(tmp_path: Path):
+    straight = tmp_path / "straight"
+    proc = run(train_args(straight, *SMALL), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    resumed = tmp_path / "resumed"
+    proc = run(train_args(resumed, *SMALL), tmp_path, env={"TFGB_KILL_AT": "2:3"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    # Killed in epoch 2: epoch 1 is complete and checkpointed, nothing of epoch 2 is.
+    assert len((resumed / "history.csv").read_text().splitlines()) == 1 + 1
+    assert not (resumed / "metrics.json").exists()
+
+    proc = run(train_args(resumed, *SMALL), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = json.loads((straight / "metrics.json").read_text())
+    b = json.loads((resumed / "metrics.json").read_text())
+    assert a["test"] == b["test"] and a["valid"] == b["valid"]
+    assert (straight / "history.csv").read_text().splitlines()[1:][-1].split(",")[:6] == \
+        (resumed / "history.csv").read_text().splitlines()[1:][-1].split(",")[:6]
+
+
+def test_changed_recipe_in_same_model_dir_is_refused(tmp_path: Path):
+    model_dir = tmp_path / "run"
+    proc = run(train_args(model_dir, "train.epochs=1", *SMALL[1:]), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(train_args(model_dir, "train.epochs=1", "model.embedding_dim=8", *SMALL[1:]), tmp_path)
+    assert proc.returncode == 2
+    assert "different recipe" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--set", "model.name=mgbx"], ["unknown model", "mgbr"]),
+    (["--set", "train.epoch=3"], ["train.epoch", "train.epochs"]),
+    (["--pipeline", "missing.toml"], ["missing.toml", "not found"]),
+])
+def test_bad_command_lines_exit_2_with_one_sentence(args: list[str], words: list[str], tmp_path: Path):
+    proc = run(["-m", "tfgb.train", "--model-dir", str(tmp_path / "run"), *args], tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in proc.stderr

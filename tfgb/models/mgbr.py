@@ -1,0 +1,143 @@
+"""MGBR: multi-view GCN embeddings, a multi-task expert block and two heads (paper 000).
+
+Scores are logits of Eq. 16-17 (the sigmoid is monotone, so ranking and the log-sigmoid of the
+BPR losses use the logits directly). The loss is Eq. 25:
+``L = L_A + beta * L_B + beta_A * L'_A + beta_B * L'_B``.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfgb.config import ModelConfig, TrainConfig
+from tfgb.layers.gcn import MultiViewGCN
+from tfgb.layers.mtl import MultiTaskBlock, PredictionHead
+from tfgb.models.base import GroupBuyingModel, broadcast_rows
+from tfgb.tasks import bpr_task, listwise_task
+
+
+def standardize(x: tf.Tensor, epsilon: float = 1e-6) -> tf.Tensor:
+    """Zero mean, unit variance per column over ALL rows (nodes) of an embedding table [N, D].
+
+    The statistics come from the whole table, never from a batch, so a candidate's score still
+    depends only on its own (u, i, p).
+    """
+    mean, variance = tf.nn.moments(x, axes=[0], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + epsilon)
+
+
+class MGBR(GroupBuyingModel):
+    """MGBR and its ablations (-M, -R, -G, -D are configuration, see :mod:`tfgb.models.registry`).
+
+    Args:
+      num_users, num_items: vocabulary sizes.
+      graphs: training graphs from :func:`tfgb.data.graphs.build_graphs` ("ui", "pi", "up", "hetero").
+      model: model hyper-parameters (d, H, K, L, alpha, shared experts, graph mode, MLP sizes).
+      train: loss weights (beta, beta_A, beta_B) and whether the auxiliary losses are on.
+    """
+
+    def __init__(self, num_users: int, num_items: int, graphs, model: ModelConfig, train: TrainConfig,
+                 **kwargs):
+        super().__init__(num_users, num_items, graphs, **kwargs)
+        self.model_config = model
+        self.beta, self.beta_a, self.beta_b = train.beta, train.beta_a, train.beta_b
+        self.aux_losses = train.aux_losses
+        self.gcn = MultiViewGCN(num_users, num_items, model.embedding_dim, model.gcn_layers, mode=model.graph,
+                                name="gcn")
+        self.mtl = self._make_block(model)
+        self.head_a = PredictionHead(model.mlp_hidden, name="head_a")
+        self.head_b = PredictionHead(model.mlp_hidden, name="head_b")
+        self.task_a = bpr_task("loss_a")
+        self.task_b = bpr_task("loss_b")
+        if self.aux_losses:
+            self.aux_task_a = listwise_task("aux_a")
+            self.aux_task_b = bpr_task("aux_b")
+
+    def _make_block(self, model: ModelConfig) -> tf.keras.layers.Layer:
+        return MultiTaskBlock(model.embedding_dim, model.num_experts, model.mtl_layers, alpha=model.alpha,
+                              shared=model.shared_experts, gate_softmax=model.gate_softmax, name="mtl")
+
+    # -- embeddings and scoring -------------------------------------------------------------
+    def propagate(self, training: bool = False) -> dict[str, tf.Tensor]:
+        """Eq. 1-6 over the training graphs; adds ``mean_p``, the mean participant embedding (Sec. II-E)."""
+        emb = dict(self.gcn(self._graphs.graphs, training=training))
+        if self.model_config.standardize:
+            emb = {key: standardize(value) for key, value in emb.items()}
+        emb["mean_p"] = tf.reduce_mean(emb["users_p"], axis=0)
+        return emb
+
+    def _block(self, e_u: tf.Tensor, e_i: tf.Tensor, e_p: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
+        return self.mtl(e_u, e_i, e_p, training=training)
+
+    def _logit(self, head: tf.keras.layers.Layer, g: tf.Tensor, training: bool) -> tf.Tensor:
+        return tf.reshape(head(g, training=training), [-1])
+
+    def score_items(self, emb, initiator, candidates, training=False):
+        (e_u, e_i, e_p), shape = broadcast_rows(
+            tf.gather(emb["users_i"], initiator), tf.gather(emb["items"], candidates), emb["mean_p"])
+        g = self._block(e_u, e_i, e_p, training)
+        return tf.reshape(self._logit(self.head_a, g["a"], training), shape)
+
+    def score_participants(self, emb, initiator, item, candidates, training=False):
+        (e_u, e_i, e_p), shape = broadcast_rows(
+            tf.gather(emb["users_i"], initiator), tf.gather(emb["items"], item),
+            tf.gather(emb["users_p"], candidates))
+        g = self._block(e_u, e_i, e_p, training)
+        return tf.reshape(self._logit(self.head_b, g["b"], training), shape)
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
+        """Score candidate matrices: ``{"items": [B, C], "participants": [B, C]}`` for the keys given."""
+        emb = self.propagate(training)
+        out = {}
+        if "item_candidates" in inputs:
+            out["items"] = self.score_items(emb, inputs["initiator"], inputs["item_candidates"], training)
+        if "participant_candidates" in inputs:
+            out["participants"] = self.score_participants(
+                emb, inputs["initiator"], inputs["item"], inputs["participant_candidates"], training)
+        return out
+
+    # -- training ---------------------------------------------------------------------------
+    def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Eq. 25 on one batch of :func:`tfgb.data.stream` triples.
+
+        All rows of the batch (task A positives/negatives with e_p = mean user, task B
+        positives/negatives, and the 2|T| auxiliary rows per triple) go through the multi-task
+        block in one call; each row is scored independently.
+        """
+        emb = self.propagate(training)
+        u, i, p = inputs["initiator"], inputs["item"], inputs["participant"]
+        e_u = tf.gather(emb["users_i"], u)  # [B, 2d]
+        e_i = tf.gather(emb["items"], i)
+        e_p = tf.gather(emb["users_p"], p)
+        e_ni = tf.gather(emb["items"], inputs["neg_item"])
+        e_np = tf.gather(emb["users_p"], inputs["neg_participant"])
+        mean_p = tf.broadcast_to(emb["mean_p"][None, :], tf.shape(e_u))
+
+        us = [e_u, e_u, e_u, e_u]
+        its = [e_i, e_ni, e_i, e_i]
+        ps = [mean_p, mean_p, e_p, e_np]
+        if self.aux_losses:
+            e_ti = tf.gather(emb["items"], inputs["aux_items"])  # [B, T, 2d]  T^I: (u, i', p)
+            e_tp = tf.gather(emb["users_p"], inputs["aux_participants"])  # T^P: (u, i, p')
+            t = tf.shape(e_ti)[1]
+            rep = lambda x: tf.reshape(tf.repeat(x[:, None, :], t, axis=1), [-1, x.shape[-1]])  # noqa: E731
+            flat = lambda x: tf.reshape(x, [-1, x.shape[-1]])  # noqa: E731
+            us += [rep(e_u), rep(e_u)]
+            its += [flat(e_ti), rep(e_i)]
+            ps += [rep(e_p), flat(e_tp)]
+        g = self._block(tf.concat(us, 0), tf.concat(its, 0), tf.concat(ps, 0), training)
+        b = tf.shape(u)[0]
+
+        logit_a = self._logit(self.head_a, g["a"][: 2 * b], training)
+        logit_b = self._logit(self.head_b, g["b"][2 * b: 4 * b], training)
+        pos_a, neg_a = logit_a[:b], logit_a[b:]
+        pos_b, neg_b = logit_b[:b], logit_b[b:]
+        dummy = tf.zeros_like(pos_a)
+        loss = self.task_a(dummy, tf.stack([pos_a, neg_a], 1), training=training)
+        loss += self.beta * self.task_b(dummy, tf.stack([pos_b, neg_b], 1), training=training)
+        if self.aux_losses:
+            aux_a = tf.reshape(self._logit(self.head_a, g["a"][4 * b:], training), [b, -1])  # [B, 2T]
+            labels = tf.concat([tf.zeros([b, t]), tf.ones([b, t])], 1)  # y = 1 for T^P (Eq. 20-21)
+            loss += self.beta_a * self.aux_task_a(labels, aux_a, training=training)
+            aux_b = tf.reshape(self._logit(self.head_b, g["b"][4 * b: 4 * b + b * t], training), [b, t])
+            loss += self.beta_b * self.aux_task_b(dummy, tf.concat([pos_b[:, None], aux_b], 1), training=training)
+        return loss

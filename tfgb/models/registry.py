@@ -1,0 +1,111 @@
+"""Model registry: a recipe chooses a model by name (``model.name``), never by editing code.
+
+Variants are configuration: ``mgbr-m`` is MGBR with the shared experts removed, and so on. The
+variant's settings are applied to the recipe by :func:`resolve`, so the resolved ``config.toml``
+of a run states exactly what was trained.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Callable
+
+from tfgb.config import Config
+from tfgb.errors import ConfigError
+
+Builder = Callable[[Config, int, int, dict], Any]
+
+# name -> (base model, {"section.key": forced value})
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mgbr": ("mgbr", {}),
+    "mgbr-m": ("mgbr", {"model.shared_experts": False}),
+    "mgbr-r": ("mgbr", {"train.aux_losses": False}),
+    "mgbr-m-r": ("mgbr", {"model.shared_experts": False, "train.aux_losses": False}),
+    "mgbr-g": ("mgbr", {"model.alpha": 0.0}),
+    "mgbr-d": ("mgbr", {"model.graph": "hetero"}),
+    "mf-bpr": ("mf-bpr", {"train.aux_losses": False}),
+    # MAMGBR (paper 001) and its ablations, Sec. 4.6: -M = tasks share no parameter (no shared
+    # experts, one GCN per task; see tfgb.models.mamgbr), -MH = experts without attention, -L = no
+    # auxiliary losses.
+    "mamgbr": ("mamgbr", {}),
+    "mamgbr-m": ("mamgbr", {"model.shared_experts": False}),
+    "mamgbr-mh": ("mamgbr-mh", {}),
+    "mamgbr-l": ("mamgbr", {"train.aux_losses": False}),
+    # Baselines (MGBR Sec. III-B adaptation: task B = <e_u, e_p>), BPR on both tasks.
+    "lightgcn": ("lightgcn", {"train.aux_losses": False}),
+    "ngcf": ("ngcf", {"train.aux_losses": False}),
+    "gbmf": ("gbmf", {"train.aux_losses": False}),
+    "popularity": ("popularity", {"train.aux_losses": False}),
+}
+
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Register a builder ``f(config, num_users, num_items, graphs) -> model`` under ``name``."""
+
+    def deco(fn: Builder) -> Builder:
+        _BUILDERS[name] = fn
+        return fn
+
+    return deco
+
+
+def names() -> list[str]:
+    return sorted(VARIANTS)
+
+
+def resolve(config: Config) -> Config:
+    """Return a copy of ``config`` with the named variant's settings applied."""
+    name = config.model.name.lower()
+    if name not in VARIANTS:
+        close = difflib.get_close_matches(name, names(), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown model '{config.model.name}'{hint} (known: {', '.join(names())})")
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, name=name),
+                                 train=dataclasses.replace(config.train))
+    for key, value in VARIANTS[name][1].items():
+        section, field = key.split(".")
+        setattr(getattr(config, section), field, value)
+    return config
+
+
+def build(config: Config, num_users: int, num_items: int, graphs: dict) -> Any:
+    """Build the model named by ``config.model.name`` (after :func:`resolve`)."""
+    config = resolve(config)
+    base = VARIANTS[config.model.name][0]
+    _load_builtin()
+    return _BUILDERS[base](config, num_users, num_items, graphs)
+
+
+def _load_builtin() -> None:
+    if "mgbr" not in _BUILDERS:
+        from tfgb.models.mgbr import MGBR
+
+        _BUILDERS["mgbr"] = lambda c, u, i, g: MGBR(u, i, g, c.model, c.train, name="mgbr")
+    if "mf-bpr" not in _BUILDERS:
+        from tfgb.models.mf import MFBPR
+
+        _BUILDERS["mf-bpr"] = lambda c, u, i, g: MFBPR(u, i, g, c.model, c.train, name="mf_bpr")
+    if "mamgbr" not in _BUILDERS:
+        from tfgb.models.mamgbr import MAMGBR
+
+        _BUILDERS["mamgbr"] = lambda c, u, i, g: MAMGBR(u, i, g, c.model, c.train, name="mamgbr")
+        _BUILDERS["mamgbr-mh"] = lambda c, u, i, g: MAMGBR(u, i, g, c.model, c.train, attention=False,
+                                                           name="mamgbr")
+    if "lightgcn" not in _BUILDERS:
+        from tfgb.models.lightgcn import LightGCN
+
+        _BUILDERS["lightgcn"] = lambda c, u, i, g: LightGCN(u, i, g, c.model, c.train, name="lightgcn")
+    if "ngcf" not in _BUILDERS:
+        from tfgb.models.ngcf import NGCF
+
+        _BUILDERS["ngcf"] = lambda c, u, i, g: NGCF(u, i, g, c.model, c.train, name="ngcf")
+    if "gbmf" not in _BUILDERS:
+        from tfgb.models.gbmf import GBMF
+
+        _BUILDERS["gbmf"] = lambda c, u, i, g: GBMF(u, i, g, c.model, c.train, name="gbmf")
+    if "popularity" not in _BUILDERS:
+        from tfgb.models.popularity import Popularity
+
+        _BUILDERS["popularity"] = lambda c, u, i, g: Popularity(u, i, g, c.train, name="popularity")
