@@ -11,7 +11,7 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 
-from tfgb.layers.mtl import MultiTaskBlock, PredictionHead
+from tfgb.layers.mtl import MultiTaskBlock, PredictionHead, Rows
 
 LayerWeights = dict[str, np.ndarray]
 
@@ -248,3 +248,16 @@ def test_prediction_head_config_round_trip() -> None:
     linear = PredictionHead()
     assert linear(x).shape == (3,)
     assert len(linear.get_weights()) == 2
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_rows_by_reference_equal_dense_rows(shared: bool) -> None:
+    """Rows(table, index) inputs (each entity projected once) give the dense result."""
+    rng = np.random.default_rng(5)
+    tables = [tf.constant(rng.normal(size=(m, 8)), tf.float32) for m in (3, 5, 4)]
+    index = [tf.constant(rng.integers(0, t.shape[0], 11)) for t in tables]
+    by_ref = MultiTaskBlock(dim=4, num_experts=3, num_layers=2, alpha=0.2, shared=shared)
+    out_ref = by_ref(*(Rows(t, i) for t, i in zip(tables, index)))
+    dense = by_ref(*(tf.gather(t, i) for t, i in zip(tables, index)))
+    for key in ("a", "b"):
+        np.testing.assert_allclose(out_ref[key].numpy(), dense[key].numpy(), rtol=1e-5, atol=1e-5)

@@ -92,7 +92,8 @@ class EvalConfig:
 
     ks: list[int] = dataclasses.field(default_factory=lambda: [10, 100])
     batch_size: int = 256
-    max_groups: int = 0  # 0 = all
+    max_groups: int = 0  # test lists evaluated at the end; 0 = all
+    valid_max_groups: int = 0  # valid lists evaluated at the end; 0 = all
 
 
 @dataclasses.dataclass

@@ -181,10 +181,10 @@ def final_metrics(session: Session, progress: bool = True) -> dict:
     config = session.config
     out = {"model": config.model.name, "epochs": int(session.epoch.numpy()),
            "best_valid_objective": float(session.best.numpy())}
-    for split, lists in (("valid", session.data.valid_candidates), ("test", session.data.test_candidates)):
+    for split, lists, limit in (("valid", session.data.valid_candidates, config.eval.valid_max_groups),
+                                ("test", session.data.test_candidates, config.eval.max_groups)):
         out[split] = evaluate(session.model, lists, ks=config.eval.ks, batch_size=config.eval.batch_size,
-                              max_groups=config.eval.max_groups, seed=config.train.seed, progress=progress,
-                              desc=split)
+                              max_groups=limit, seed=config.train.seed, progress=progress, desc=split)
     out["parameters"] = int(sum(v.shape.num_elements() for v in session.model.trainable_variables))
     return out
 

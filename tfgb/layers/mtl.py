@@ -41,11 +41,32 @@ cross-row operation: each output row depends only on the same input row.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import tensorflow as tf
 
-__all__ = ["MultiTaskBlock", "PredictionHead"]
+__all__ = ["MultiTaskBlock", "PredictionHead", "Rows"]
+
+
+class Rows(NamedTuple):
+    """Rows given by reference: row n is ``table[index[n]]``.
+
+    Passing e_u, e_i or e_p this way lets :class:`MultiTaskBlock` project each distinct
+    entity once instead of once per row (the block's first layer and its adjusted gates are
+    linear in e_u, e_i and e_p). The result is the same as passing ``tf.gather(table, index)``.
+
+    Attributes:
+        table: [M, w] distinct embeddings.
+        index: [N] int row of ``table`` for each of the N rows scored.
+    """
+
+    table: tf.Tensor
+    index: tf.Tensor
+
+
+def materialize(x: "tf.Tensor | Rows") -> tf.Tensor:
+    """The dense [N, w] rows of a tensor or :class:`Rows`."""
+    return tf.gather(x.table, x.index) if isinstance(x, Rows) else x
 
 
 def _mix(weights: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -121,6 +142,9 @@ class MultiTaskBlock(tf.keras.layers.Layer):
         Args:
             input_shape: Shape of e_u, [N, w]; e_i and e_p must have the same width w.
         """
+        if isinstance(input_shape, (Rows, tuple, list)) and input_shape and not isinstance(input_shape[0], int) \
+                and input_shape[0] is not None:
+            input_shape = input_shape[0]  # Rows(table, index): the table's shape
         width = tf.TensorShape(input_shape)[-1]
         if width is None:
             raise ValueError("MultiTaskBlock needs a known embedding width (last axis).")
@@ -163,66 +187,108 @@ class MultiTaskBlock(tf.keras.layers.Layer):
         weights = tf.nn.softmax(logits, axis=-1) if self.gate_softmax else logits
         return _mix(weights, groups)
 
-    def _experts(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-        """All K experts of one group in one matmul (Eq. 7-9): [N, in] -> [N, K, dim]."""
-        out = tf.matmul(inputs, kernel)
+    def _reshape_experts(self, out: tf.Tensor) -> tf.Tensor:
+        """All K experts of one group from one matmul's output (Eq. 7-9): [N, K*dim] -> [N, K, dim]."""
         return tf.reshape(out, [-1, self.num_experts, self.dim])
 
-    def call(self, e_u: tf.Tensor, e_i: tf.Tensor, e_p: tf.Tensor) -> dict[str, tf.Tensor]:
+    supports_rows = True  # call() accepts Rows for e_u, e_i, e_p
+
+    def _input_projections(self, parts: dict[str, "tf.Tensor | Rows"]) -> dict[tuple[int, str], tf.Tensor]:
+        """Everything linear in e_u, e_i, e_p, one matmul per part.
+
+        The layer-1 experts and gates take g^0 = e_u || e_i || e_p (Eq. 15) and the adjusted gates
+        of every layer take pairs of them (Eq. 11, 13), so ``concat(parts) @ W`` is the sum over
+        parts of ``part @ W[rows of that part]``. Each part is multiplied once by all of its
+        kernel slices side by side; a :class:`Rows` part is projected per distinct entity and
+        then gathered.
+
+        Returns:
+            {(layer, weight name): [N, columns]} pre-activations.
+        """
+        w = self.input_width
+        plan: dict[str, list[tuple[tuple[int, str], tf.Tensor]]] = {"u": [], "i": [], "p": []}
+        first = self._mtl_weights[0]
+        for name in ("expert_a", "expert_b", "expert_s", "gate_a", "gate_b", "gate_s"):
+            if name in first:
+                for j, part in enumerate("uip"):
+                    plan[part].append(((0, name), first[name][j * w:(j + 1) * w]))
+        if self.alpha != 0.0:
+            for layer, weights in enumerate(self._mtl_weights):
+                for task in "ab":
+                    for pair in ("ui", "ip", "up"):
+                        name = f"gate_{task}_{pair}"
+                        for j, part in enumerate(pair):
+                            plan[part].append(((layer, name), weights[name][j * w:(j + 1) * w]))
+        out: dict[tuple[int, str], tf.Tensor] = {}
+        for part, entries in plan.items():
+            x = parts[part]
+            kernel = tf.concat([k for _, k in entries], axis=1)
+            if isinstance(x, Rows):
+                y = tf.gather(tf.matmul(x.table, kernel), x.index)
+            else:
+                y = tf.matmul(x, kernel)
+            pieces = tf.split(y, [int(k.shape[1]) for _, k in entries], axis=1)
+            for (key, _), piece in zip(entries, pieces):
+                out[key] = out[key] + piece if key in out else piece
+        return out
+
+    def call(self, e_u: "tf.Tensor | Rows", e_i: "tf.Tensor | Rows", e_p: "tf.Tensor | Rows"
+             ) -> dict[str, tf.Tensor]:
         """Runs the L expert/gate layers on rows of (initiator, item, participant).
 
         Args:
-            e_u: Initiator embeddings [N, w] (w = 2d in MGBR, Eq. 4).
-            e_i: Item embeddings [N, w] (Eq. 5).
-            e_p: Participant embeddings [N, w] (Eq. 6).
+            e_u: Initiator embeddings [N, w] (w = 2d in MGBR, Eq. 4), or :class:`Rows`.
+            e_i: Item embeddings [N, w] (Eq. 5), or :class:`Rows`.
+            e_p: Participant embeddings [N, w] (Eq. 6), or :class:`Rows`.
 
         Returns:
             Dict with "a": g^L_A [N, dim] and "b": g^L_B [N, dim].
         """
-        for name, tensor in (("e_i", e_i), ("e_p", e_p)):
-            if tensor.shape[-1] is not None and tensor.shape[-1] != self.input_width:
+        parts = {"u": e_u, "i": e_i, "p": e_p}
+        for name, x in parts.items():
+            width = (x.table if isinstance(x, Rows) else x).shape[-1]
+            if width is not None and width != self.input_width:
                 raise ValueError(
-                    f"MultiTaskBlock: {name} has width {tensor.shape[-1]}, "
-                    f"expected {self.input_width} like e_u."
+                    f"MultiTaskBlock: e_{name} has width {width}, expected {self.input_width}."
                 )
-        g0 = tf.concat([e_u, e_i, e_p], axis=-1)  # Eq. 15, [N, 3w]
-        if self.alpha != 0.0:
-            pair_ui = tf.concat([e_u, e_i], axis=-1)  # [N, 2w]
-            pair_ip = tf.concat([e_i, e_p], axis=-1)
-            pair_up = tf.concat([e_u, e_p], axis=-1)
-        g_a = g_b = g_s = g0
+        proj = self._input_projections(parts)
+        g_a = g_b = g_s = None
         for layer, w in enumerate(self._mtl_weights):
-            if layer == 0:
-                in_a = in_b = in_s = g0
-            elif self.shared:
-                in_a = tf.concat([g_a, g_s], axis=-1)  # [N, 2d]
-                in_b = tf.concat([g_b, g_s], axis=-1)
-                in_s = tf.concat([g_a, g_s, g_b], axis=-1)  # [N, 3d]
+            if layer == 0:  # Eq. 15: every expert and gate of layer 1 reads g^0
+                def linear(name: str, _inputs: Any = None, layer: int = layer) -> tf.Tensor:
+                    return proj[(layer, name)]
             else:
-                in_a, in_b = g_a, g_b  # [N, d]
-            e_a = self._experts(in_a, w["expert_a"])  # E_A, [N, K, d]
-            e_b = self._experts(in_b, w["expert_b"])  # E_B
-            gate_a = tf.matmul(in_a, w["gate_a"])  # generic gate, Eq. 10
-            gate_b = tf.matmul(in_b, w["gate_b"])  # Eq. 13, first line
+                if self.shared:
+                    ins = {"a": tf.concat([g_a, g_s], axis=-1),  # [N, 2d]
+                           "b": tf.concat([g_b, g_s], axis=-1),
+                           "s": tf.concat([g_a, g_s, g_b], axis=-1)}  # [N, 3d]
+                else:
+                    ins = {"a": g_a, "b": g_b}  # [N, d]
+
+                def linear(name: str, _inputs: Any = None, w: dict = w, ins: dict = ins) -> tf.Tensor:
+                    return tf.matmul(ins[name[-1]], w[name])
+            e_a = self._reshape_experts(linear("expert_a"))  # E_A, [N, K, d]  (Eq. 7)
+            e_b = self._reshape_experts(linear("expert_b"))  # E_B  (Eq. 8)
             groups_a, groups_b = [e_a], [e_b]
             if self.shared:
-                e_s = self._experts(in_s, w["expert_s"])  # E_S
+                e_s = self._reshape_experts(linear("expert_s"))  # E_S  (Eq. 9)
                 groups_a, groups_b = [e_a, e_s], [e_b, e_s]
-            g_a = self._gate(gate_a, groups_a)  # Eq. 10 (g_A1)
-            g_b = self._gate(gate_b, groups_b)
+            new_a = self._gate(linear("gate_a"), groups_a)  # generic gate, Eq. 10 (g_A1)
+            new_b = self._gate(linear("gate_b"), groups_b)  # Eq. 13, first line
             if self.alpha != 0.0:
                 # Adjusted gates, Eq. 11 and 13: A mixes E_A by (u,i) and E_S by (i,p), (u,p);
                 # B mixes E_S by (u,i) and E_B by (i,p), (u,p). Without S, E_S -> E_A / E_B.
                 other_a = e_s if self.shared else e_a
                 other_b = e_s if self.shared else e_b
-                g_a += self.alpha * (self._gate(tf.matmul(pair_ui, w["gate_a_ui"]), [e_a])
-                                     + self._gate(tf.matmul(pair_ip, w["gate_a_ip"]), [other_a])
-                                     + self._gate(tf.matmul(pair_up, w["gate_a_up"]), [other_a]))  # Eq. 12
-                g_b += self.alpha * (self._gate(tf.matmul(pair_ui, w["gate_b_ui"]), [other_b])
-                                     + self._gate(tf.matmul(pair_ip, w["gate_b_ip"]), [e_b])
-                                     + self._gate(tf.matmul(pair_up, w["gate_b_up"]), [e_b]))  # Eq. 13
+                new_a += self.alpha * (self._gate(proj[(layer, "gate_a_ui")], [e_a])
+                                       + self._gate(proj[(layer, "gate_a_ip")], [other_a])
+                                       + self._gate(proj[(layer, "gate_a_up")], [other_a]))  # Eq. 12
+                new_b += self.alpha * (self._gate(proj[(layer, "gate_b_ui")], [other_b])
+                                       + self._gate(proj[(layer, "gate_b_ip")], [e_b])
+                                       + self._gate(proj[(layer, "gate_b_up")], [e_b]))  # Eq. 13
             if self.shared and "gate_s" in w:  # not at the last layer
-                g_s = self._gate(tf.matmul(in_s, w["gate_s"]), [e_a, e_s, e_b])  # Eq. 14
+                g_s = self._gate(linear("gate_s"), [e_a, e_s, e_b])  # Eq. 14
+            g_a, g_b = new_a, new_b
         return {"a": g_a, "b": g_b}
 
     def get_config(self) -> dict[str, Any]:

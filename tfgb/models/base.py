@@ -49,26 +49,3 @@ class GroupBuyingModel(tfrs.Model):
                            candidates: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Task B logits s(p|u,i): ``initiator`` [B], ``item`` [B], ``candidates`` [B, C] users -> [B, C]."""
         raise NotImplementedError
-
-
-def broadcast_rows(*parts: tf.Tensor) -> tuple[list[tf.Tensor], tf.Tensor]:
-    """Broadcast [B, D] / [B, C, D] / [D] parts to a common [B, C, D] and flatten to [B*C, D].
-
-    Returns the flattened parts and the [B, C] shape to reshape scores back to.
-    """
-    target = None
-    for x in parts:
-        if x.shape.rank == 3:
-            target = tf.shape(x)[:2]
-            break
-    if target is None:
-        raise ValueError("at least one part must be [B, C, D]")
-    flat = []
-    for x in parts:
-        if x.shape.rank == 1:
-            x = x[None, None, :]
-        elif x.shape.rank == 2:
-            x = x[:, None, :]
-        x = tf.broadcast_to(x, tf.concat([target, tf.shape(x)[-1:]], 0))
-        flat.append(tf.reshape(x, [-1, x.shape[-1]]))
-    return flat, target

@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from tfgb.config import ModelConfig, TrainConfig
 from tfgb.layers.gcn import MultiViewGCN
-from tfgb.layers.mtl import MultiTaskBlock, PredictionHead
-from tfgb.models.base import GroupBuyingModel, broadcast_rows
+from tfgb.layers.mtl import MultiTaskBlock, PredictionHead, Rows, materialize
+from tfgb.models.base import GroupBuyingModel
 from tfgb.tasks import bpr_task, listwise_task
 
 
@@ -65,24 +65,36 @@ class MGBR(GroupBuyingModel):
         emb["mean_p"] = tf.reduce_mean(emb["users_p"], axis=0)
         return emb
 
-    def _block(self, e_u: tf.Tensor, e_i: tf.Tensor, e_p: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
+    def _block(self, e_u, e_i, e_p, training: bool) -> dict[str, tf.Tensor]:
+        """The multi-task block on rows given densely or as :class:`~tfgb.layers.mtl.Rows`."""
+        if not getattr(self.mtl, "supports_rows", False):
+            e_u, e_i, e_p = (materialize(x) for x in (e_u, e_i, e_p))
         return self.mtl(e_u, e_i, e_p, training=training)
 
     def _logit(self, head: tf.keras.layers.Layer, g: tf.Tensor, training: bool) -> tf.Tensor:
         return tf.reshape(head(g, training=training), [-1])
 
+    @staticmethod
+    def _grid(b: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Row n = (list n // C, column n % C) of a [B, C] candidate matrix, flattened."""
+        rows = tf.repeat(tf.range(b), c)
+        return rows, tf.range(b * c)
+
     def score_items(self, emb, initiator, candidates, training=False):
-        (e_u, e_i, e_p), shape = broadcast_rows(
-            tf.gather(emb["users_i"], initiator), tf.gather(emb["items"], candidates), emb["mean_p"])
-        g = self._block(e_u, e_i, e_p, training)
-        return tf.reshape(self._logit(self.head_a, g["a"], training), shape)
+        b, c = tf.shape(candidates)[0], tf.shape(candidates)[1]
+        rows, cells = self._grid(b, c)
+        g = self._block(Rows(tf.gather(emb["users_i"], initiator), rows),
+                        Rows(tf.gather(emb["items"], tf.reshape(candidates, [-1])), cells),
+                        Rows(emb["mean_p"][None, :], tf.zeros_like(cells)), training)
+        return tf.reshape(self._logit(self.head_a, g["a"], training), [b, c])
 
     def score_participants(self, emb, initiator, item, candidates, training=False):
-        (e_u, e_i, e_p), shape = broadcast_rows(
-            tf.gather(emb["users_i"], initiator), tf.gather(emb["items"], item),
-            tf.gather(emb["users_p"], candidates))
-        g = self._block(e_u, e_i, e_p, training)
-        return tf.reshape(self._logit(self.head_b, g["b"], training), shape)
+        b, c = tf.shape(candidates)[0], tf.shape(candidates)[1]
+        rows, cells = self._grid(b, c)
+        g = self._block(Rows(tf.gather(emb["users_i"], initiator), rows),
+                        Rows(tf.gather(emb["items"], item), rows),
+                        Rows(tf.gather(emb["users_p"], tf.reshape(candidates, [-1])), cells), training)
+        return tf.reshape(self._logit(self.head_b, g["b"], training), [b, c])
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         """Score candidate matrices: ``{"items": [B, C], "participants": [B, C]}`` for the keys given."""
@@ -104,28 +116,31 @@ class MGBR(GroupBuyingModel):
         block in one call; each row is scored independently.
         """
         emb = self.propagate(training)
-        u, i, p = inputs["initiator"], inputs["item"], inputs["participant"]
-        e_u = tf.gather(emb["users_i"], u)  # [B, 2d]
-        e_i = tf.gather(emb["items"], i)
-        e_p = tf.gather(emb["users_p"], p)
-        e_ni = tf.gather(emb["items"], inputs["neg_item"])
-        e_np = tf.gather(emb["users_p"], inputs["neg_participant"])
-        mean_p = tf.broadcast_to(emb["mean_p"][None, :], tf.shape(e_u))
-
-        us = [e_u, e_u, e_u, e_u]
-        its = [e_i, e_ni, e_i, e_i]
-        ps = [mean_p, mean_p, e_p, e_np]
-        if self.aux_losses:
-            e_ti = tf.gather(emb["items"], inputs["aux_items"])  # [B, T, 2d]  T^I: (u, i', p)
-            e_tp = tf.gather(emb["users_p"], inputs["aux_participants"])  # T^P: (u, i, p')
-            t = tf.shape(e_ti)[1]
-            rep = lambda x: tf.reshape(tf.repeat(x[:, None, :], t, axis=1), [-1, x.shape[-1]])  # noqa: E731
-            flat = lambda x: tf.reshape(x, [-1, x.shape[-1]])  # noqa: E731
-            us += [rep(e_u), rep(e_u)]
-            its += [flat(e_ti), rep(e_i)]
-            ps += [rep(e_p), flat(e_tp)]
-        g = self._block(tf.concat(us, 0), tf.concat(its, 0), tf.concat(ps, 0), training)
+        u = inputs["initiator"]
         b = tf.shape(u)[0]
+        seq = tf.range(b)
+        zeros = tf.zeros_like(seq)
+        # Distinct embeddings of the batch; every row below refers to them by index (Rows), so the
+        # block projects each initiator, item and participant once, however many rows share it.
+        users = tf.gather(emb["users_i"], u)  # [B, w]
+        items = [tf.gather(emb["items"], inputs["item"]), tf.gather(emb["items"], inputs["neg_item"])]
+        parts = [emb["mean_p"][None, :], tf.gather(emb["users_p"], inputs["participant"]),
+                 tf.gather(emb["users_p"], inputs["neg_participant"])]
+        # Rows: A+ (u, i, mean), A- (u, i-, mean), B+ (u, i, p), B- (u, i, p-).
+        u_idx = [seq, seq, seq, seq]
+        i_idx = [seq, b + seq, seq, seq]
+        p_idx = [zeros, zeros, 1 + seq, 1 + b + seq]
+        if self.aux_losses:
+            t = tf.shape(inputs["aux_items"])[1]
+            rep = tf.repeat(seq, t)  # [B*T]: triple of each auxiliary row
+            flat = tf.range(b * t)
+            items.append(tf.gather(emb["items"], tf.reshape(inputs["aux_items"], [-1])))
+            parts.append(tf.gather(emb["users_p"], tf.reshape(inputs["aux_participants"], [-1])))
+            u_idx += [rep, rep]
+            i_idx += [2 * b + flat, rep]  # T^I: (u, i', p); T^P: (u, i, p')
+            p_idx += [1 + rep, 1 + 2 * b + flat]
+        g = self._block(Rows(users, tf.concat(u_idx, 0)), Rows(tf.concat(items, 0), tf.concat(i_idx, 0)),
+                        Rows(tf.concat(parts, 0), tf.concat(p_idx, 0)), training)
 
         logit_a = self._logit(self.head_a, g["a"][: 2 * b], training)
         logit_b = self._logit(self.head_b, g["b"][2 * b: 4 * b], training)

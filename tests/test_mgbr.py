@@ -1,0 +1,83 @@
+"""MGBR model: position invariance, row independence, losses, variants."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tfgb  # noqa: F401
+import tensorflow as tf
+
+from tfgb import models
+from tfgb.config import load
+from tfgb.data.prepare import prepare
+
+SMALL = ["data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150", "train.batch_size=64",
+         "model.embedding_dim=8", "model.num_experts=3"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    config = load(None, SMALL + [f"data.cache_dir={tmp_path_factory.mktemp('cache')}"])
+    return config, prepare(config)
+
+
+def build(data, name="mgbr"):
+    config, prepared = data
+    config = models.resolve(load(None, SMALL + [f"model.name={name}", f"data.cache_dir={prepared.cache_path}"]))
+    tf.keras.utils.set_random_seed(3)
+    model = models.build(config, prepared.num_users, prepared.num_items, prepared.graphs())
+    batch = next(iter(prepared.training_dataset(config.train, epoch=0)))
+    loss = model.compute_loss(batch, training=True)
+    assert np.isfinite(loss.numpy())
+    return model, prepared
+
+
+@pytest.mark.parametrize("name", ["mgbr", "mgbr-m", "mgbr-g", "mgbr-d"])
+def test_permuting_candidates_permutes_scores(data, name):
+    model, prepared = build(data, name)
+    emb = model.propagate(training=False)
+    lists = prepared.test_candidates.take(np.arange(16))
+    items, _ = lists.task_a(100)
+    users, _ = lists.task_b(100)
+    perm = np.random.default_rng(0).permutation(100)
+    a = model.score_items(emb, lists.initiator, items).numpy()
+    a_perm = model.score_items(emb, lists.initiator, items[:, perm]).numpy()
+    np.testing.assert_allclose(a_perm, a[:, perm], atol=1e-6)
+    b = model.score_participants(emb, lists.initiator, lists.item, users).numpy()
+    b_perm = model.score_participants(emb, lists.initiator, lists.item, users[:, perm]).numpy()
+    np.testing.assert_allclose(b_perm, b[:, perm], atol=1e-6)
+    # A list's scores do not depend on the other lists of the batch.
+    alone = model.score_items(emb, lists.initiator[:1], items[:1]).numpy()
+    np.testing.assert_allclose(alone, a[:1], atol=1e-6)
+    assert np.unique(a.round(6)).size > 50  # not a constant scorer
+
+
+def test_training_rows_score_like_candidate_scoring(data):
+    """compute_loss's factored rows give the same logits as the candidate scorers."""
+    model, prepared = build(data)
+    emb = model.propagate(training=False)
+    u = tf.constant([1, 2, 3])
+    i = tf.constant([4, 5, 6])
+    p = tf.constant([[7], [8], [9]])
+    direct = model.score_participants(emb, u, i, p).numpy()[:, 0]
+    g = model.mtl(tf.gather(emb["users_i"], u), tf.gather(emb["items"], i), tf.gather(emb["users_p"], p[:, 0]))
+    np.testing.assert_allclose(model.head_b(g["b"]).numpy(), direct, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_terms_are_logged_and_variants_drop_them(data):
+    model, _ = build(data)
+    assert {m.name for m in model.metrics} >= {"loss_a", "loss_b", "aux_a", "aux_b"}
+    model_r, _ = build(data, "mgbr-r")
+    assert not {"aux_a", "aux_b"} & {m.name for m in model_r.metrics}
+
+
+def test_variants_change_the_architecture(data):
+    full, _ = build(data)
+    names = {v.name for v in full.trainable_variables}
+    m_names = {v.name for v in build(data, "mgbr-m")[0].trainable_variables}
+    g_names = {v.name for v in build(data, "mgbr-g")[0].trainable_variables}
+    assert any("expert_s" in n for n in names) and not any("expert_s" in n for n in m_names)
+    assert any("gate_a_ui" in n for n in names) and not any("gate_a_ui" in n for n in g_names)
+    d_model, _ = build(data, "mgbr-d")
+    assert [view.name for view in d_model.gcn.views] == ["hetero"]
+    assert [view.name for view in full.gcn.views] == ["ui", "pi", "up"]

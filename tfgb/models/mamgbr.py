@@ -1,0 +1,91 @@
+"""MAMGBR: MGBR with multi-head attention experts and two-layer softmax gates (paper 001).
+
+Everything but the multi-task block is MGBR's (:mod:`tfgb.models.mgbr`): the multi-view GCN
+(Eq. 1-6, standardized per column over all nodes), the heads MLP_I / MLP_II (Eq. 16-17, logits),
+task A scored with e_p = the mean participant embedding, and the loss of Eq. 25,
+``L = L_I + beta L_II + beta_I L'_I + beta_II L'_II`` (Eq. 18-19, 21, 24). The block is
+:class:`tfgb.layers.attention.MultiHeadTaskBlock`: experts of multi-head attention + FFN +
+BatchNorm + Dropout (Sec. 3.4-3.5), gates of two dense layers + softmax (Eq. 15).
+
+Ablations (Sec. 4.6; registry names in :mod:`tfgb.models.registry`):
+
+* ``mamgbr-m`` ("the multi-task learning framework was removed, with each task being
+  independently trained"): ``model.shared_experts = false``. In MAMGBR this removes every
+  parameter the two tasks share: no shared experts S and no gate S, and each task gets its
+  own multi-view GCN (own embedding tables and GCN weights), its own experts, gates and head.
+  Task A's rows go through GCN_A and the A path only, task B's through GCN_B and the B path
+  only; L'_I reaches only task A's parameters and L'_II only task B's. The two tasks are
+  trained in one run on the sum of the losses, which, with disjoint parameters, gives each
+  task exactly the gradients of its own loss terms (scaled by beta for task B; Adam is
+  insensitive to that scale): two single-task models trained side by side.
+* ``mamgbr-mh``: experts without multi-head attention (FFN + BatchNorm + Dropout of the
+  flattened input); built by a separate registry builder (the recipe has no attention key).
+* ``mamgbr-l``: ``train.aux_losses = false`` (L = L_I + beta L_II).
+
+Training mode reaches the block (``compute_loss(training=True)`` -> BatchNorm batch
+statistics and dropout); evaluation and export score in inference mode, where every
+candidate's score depends only on its own (u, i, p) row.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfgb.config import ModelConfig, TrainConfig
+from tfgb.layers.attention import MultiHeadTaskBlock
+from tfgb.layers.gcn import MultiViewGCN
+from tfgb.layers.mtl import materialize
+from tfgb.models.mgbr import MGBR, standardize
+
+
+class MAMGBR(MGBR):
+    """MAMGBR and its ablations -M, -MH, -L.
+
+    Args:
+      num_users, num_items: vocabulary sizes.
+      graphs: training graphs from :func:`tfgb.data.graphs.build_graphs` ("ui", "pi", "up", "hetero").
+      model: hyper-parameters: d, H, K, L, heads, dropout, alpha, shared experts (False: MAMGBR-M,
+        tasks share no parameter), graph mode, MLP sizes.
+      train: loss weights (beta, beta_I, beta_II) and whether the auxiliary losses are on.
+      attention: whether the experts have multi-head attention (False: MAMGBR-MH).
+    """
+
+    def __init__(self, num_users: int, num_items: int, graphs, model: ModelConfig, train: TrainConfig,
+                 attention: bool = True, **kwargs):
+        self._attention = attention  # read by _make_block, which MGBR.__init__ calls
+        super().__init__(num_users, num_items, graphs, model, train, **kwargs)
+        self.separate_tasks = not model.shared_experts
+        if self.separate_tasks:
+            self.gcn_b = MultiViewGCN(num_users, num_items, model.embedding_dim, model.gcn_layers,
+                                      mode=model.graph, name="gcn_b")
+
+    def _make_block(self, model: ModelConfig) -> tf.keras.layers.Layer:
+        return MultiHeadTaskBlock(model.embedding_dim, model.num_experts, model.mtl_layers, num_heads=model.heads,
+                                  alpha=model.alpha, shared=model.shared_experts, attention=self._attention,
+                                  dropout=model.dropout, name="mtl")
+
+    def propagate(self, training: bool = False) -> dict[str, tf.Tensor]:
+        """Eq. 1-6; with separate tasks (MAMGBR-M) the tables are [GCN_A || GCN_B], each half
+        standardized on its own (standardize is per column), and ``mean_p`` likewise."""
+        if not self.separate_tasks:
+            return super().propagate(training)
+        parts = [dict(gcn(self._graphs.graphs, training=training)) for gcn in (self.gcn, self.gcn_b)]
+        emb = {}
+        for key in parts[0]:
+            values = [p[key] for p in parts]
+            if self.model_config.standardize:
+                values = [standardize(v) for v in values]
+            emb[key] = tf.concat(values, axis=-1)
+        emb["mean_p"] = tf.reduce_mean(emb["users_p"], axis=0)
+        return emb
+
+    def _block(self, e_u, e_i, e_p, training: bool) -> dict[str, tf.Tensor]:
+        """The block on rows given densely or as :class:`~tfgb.layers.mtl.Rows` (materialized here)."""
+        if not self.separate_tasks:
+            return super()._block(e_u, e_i, e_p, training)
+        # MAMGBR-M: task A sees only GCN_A's half of every embedding, task B only GCN_B's.
+        e_u, e_i, e_p = (materialize(x) for x in (e_u, e_i, e_p))
+        width = e_u.shape[-1] // 2
+        first = [x[:, :width] for x in (e_u, e_i, e_p)]
+        second = [x[:, width:] for x in (e_u, e_i, e_p)]
+        return {"a": self.mtl(*first, training=training, tasks=("a",))["a"],
+                "b": self.mtl(*second, training=training, tasks=("b",))["b"]}
