@@ -101,13 +101,17 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path: Path):
         (resumed / "history.csv").read_text().splitlines()[1:][-1].split(",")[:6]
 
 
-def test_changed_recipe_in_same_model_dir_is_refused(tmp_path: Path):
+def test_changed_recipe_is_refused_but_more_epochs_resume(tmp_path: Path):
     model_dir = tmp_path / "run"
     proc = run(train_args(model_dir, "train.epochs=1", *SMALL[1:]), tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run(train_args(model_dir, "train.epochs=1", "model.embedding_dim=8", *SMALL[1:]), tmp_path)
     assert proc.returncode == 2
     assert "different recipe" in proc.stderr and "Traceback" not in proc.stderr
+    # Training longer is not a different recipe: the run resumes after its first epoch.
+    proc = run(train_args(model_dir, "train.epochs=2", *SMALL[1:]), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len((model_dir / "history.csv").read_text().splitlines()) == 1 + 2
 
 
 @pytest.mark.parametrize("args, words", [

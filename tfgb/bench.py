@@ -8,6 +8,8 @@ Subcommands (each a function in :data:`COMMANDS`; add new ones there):
       total, the time to load the cache again, and the training stream's throughput in triples
       per second (one epoch, or N batches, with negatives and aux sets), consumed by TensorFlow
       (as ``Model.fit`` does) and iterated from Python.
+
+  ``train`` / ``eval``: see :mod:`tfgb.bench_train`. ``serve``: see :mod:`tfgb.bench_serve`.
 """
 from __future__ import annotations
 
@@ -101,8 +103,23 @@ def bench_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lazy(module: str, name: str) -> Callable:
+    """A function of another bench module, imported when called (keeps `--help` fast)."""
+
+    def call(*args, **kwargs):
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    return call
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "data": (_data_parser, bench_data, "time data preparation, graphs and the training stream"),
+    "train": (_lazy("tfgb.bench_train", "add_train_arguments"), _lazy("tfgb.bench_train", "bench_train"),
+              "time a training step: propagation vs the rest, rows/s, groups/s, FLOP/s vs dense matmul, memory"),
+    "eval": (_lazy("tfgb.bench_train", "add_eval_arguments"), _lazy("tfgb.bench_train", "bench_eval"),
+             "time scoring the test candidate lists"),
 }
 """Subcommand name -> (add its arguments, run it, one-line help)."""
 

@@ -38,6 +38,10 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
+# Settings a run may change when it resumes: how long to train and how to evaluate at the end.
+RESUMABLE_CHANGES = ("train.epochs:", "eval.")
+
+
 class RunDir:
     """Paths and small readers/writers for one model directory."""
 
@@ -71,11 +75,13 @@ class RunDir:
         """
         if self.config.exists():
             old = cfg.load(self.config)
-            if cfg.to_dict(old) != cfg.to_dict(config):
-                changed = _diff(cfg.to_dict(old), cfg.to_dict(config))
+            changed = [c for c in _diff(cfg.to_dict(old), cfg.to_dict(config))
+                       if not c.startswith(RESUMABLE_CHANGES)]
+            if changed:
                 raise ConfigError(
                     f"{self.path} holds a run with a different recipe ({', '.join(changed[:5])}); "
                     "use another --model-dir or the same settings to resume")
+            atomic_write(self.config, cfg.dumps(config))  # e.g. more epochs: record the new target
             return True
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write(self.config, cfg.dumps(config))

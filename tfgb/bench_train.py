@@ -1,0 +1,175 @@
+"""``python -m tfgb.bench train|eval``: where a training step and an evaluation spend their time.
+
+``train`` times, in one run and on the recipe's real first batch: the whole training step, the
+graph propagation alone (forward + backward), and therefore the rest (multi-task block, heads,
+losses, optimizer); it prints scored rows, triples and deal groups per second, the multi-task
+block's FLOPs per step computed from the dimensions, this machine's dense matmul FLOP/s measured
+in the same run, the ratio of the two, and the peak resident memory.
+
+``eval`` scores the test candidate lists (both tasks, the longest list of the recipe) from
+embeddings propagated once and prints candidates scored per second and the projected time of the
+full test evaluation.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pipeline", help="recipe TOML (default: pipelines/default.toml)")
+    parser.add_argument("--data-dir", help="directory the recipe's data files are relative to")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
+    parser.add_argument("--steps", type=int, default=5, help="timed repetitions of each measurement")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    add_train_arguments(parser)
+    parser.add_argument("--model-dir", help="a trained run to restore (default: freshly initialised weights)")
+    parser.add_argument("--max-groups", type=int, default=2000, help="test lists to score (0 = all)")
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # trace and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def block_flops(rows: int, distinct: dict[str, int], width: int, d: int, k: int, layers: int, shared: bool,
+                alpha: float, hidden: list[int]) -> float:
+    """Forward multiply-add FLOPs (x2) of MGBR's multi-task block + one head over ``rows`` rows.
+
+    Layer 1 and the adjusted gates are projected once per distinct initiator / item / participant
+    (``distinct``); later layers, the expert mixing and the head run per row.
+    """
+    groups = 3 if shared else 2
+    gate_cols = (2 * (2 if shared else 1) * k) + (3 * k if shared and layers > 1 else 0)
+    adjusted = 4 * k * layers if alpha else 0  # per part: 2 tasks x 2 pairs containing it, K columns
+    first = sum(m * width * (groups * k * d + gate_cols + adjusted) * 2 for m in distinct.values())
+    mix_terms = (2 * (2 if shared else 1) * k * d) + (3 * k * d if shared else 0) + (6 * k * d if alpha else 0)
+    per_row = layers * mix_terms * 2
+    in_ab, in_s = (2 * d if shared else d), 3 * d
+    later = (2 * in_ab * (k * d + (2 if shared else 1) * k) + (in_s * (k * d + 3 * k) if shared else 0)) * 2
+    per_row += (layers - 1) * later
+    sizes = [d, *hidden, 1]
+    per_row += sum(a * b * 2 for a, b in zip(sizes[:-1], sizes[1:]))
+    return float(first + rows * per_row)
+
+
+def _dense_flops_per_second(repeats: int) -> float:
+    import tensorflow as tf
+
+    a = tf.random.normal([8192, 768])
+    b = tf.random.normal([768, 768])
+    fn = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    return 2 * 8192 * 768 * 768 / _median_seconds(lambda: fn().numpy(), repeats)
+
+
+def _session(args: argparse.Namespace, model_dir: str):
+    from tfgb.train import _build_variables, build_session, configure_determinism, load_config
+
+    config = load_config(args.pipeline, args.set)
+    configure_determinism(config.train.deterministic)
+    session = build_session(config, args.data_dir, model_dir)
+    _build_variables(session)
+    return config, session
+
+
+def bench_train(args: argparse.Namespace) -> int:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="tfgb-bench-") as tmp:
+        config, session = _session(args, tmp)
+        model = session.model
+        batch = next(iter(session.data.training_dataset(config.train, epoch=0)))
+        b = int(batch["initiator"].shape[0])
+        t = config.train.aux_size if config.train.aux_losses else 0
+        step = tf.function(model.train_step)
+        step_s = _median_seconds(lambda: step(batch)["loss"].numpy(), args.steps)
+        gcn_vars = [v for v in model.trainable_variables if v.name.startswith("gcn")] or model.trainable_variables
+
+        @tf.function
+        def propagate():
+            with tf.GradientTape() as tape:
+                emb = model.propagate(training=True)
+                total = tf.add_n([tf.reduce_sum(v * v) for v in emb.values()])
+            return tape.gradient(total, gcn_vars)
+
+        prop_s = _median_seconds(lambda: [g.numpy() for g in propagate() if g is not None], args.steps)
+        dense = _dense_flops_per_second(args.steps)
+    m = config.model
+    rows = b * (4 + 2 * t)
+    distinct = {"u": b, "i": b * (2 + t), "p": 1 + b * (2 + t)}
+    flops = 3 * block_flops(rows, distinct, 2 * m.embedding_dim, m.embedding_dim, m.num_experts, m.mtl_layers,
+                            m.shared_experts, m.alpha, m.mlp_hidden)  # forward + backward ~ 3x forward
+    rest_s = max(step_s - prop_s, 1e-9)
+    per_group = float(np.mean(session.data.train.sizes))
+    lines = [
+        ("batch (triples)", f"{b}"), ("aux size |T|", f"{t}"), ("scored rows per step", f"{rows:,}"),
+        ("seconds per step", f"{step_s:.3f}"),
+        ("  graph propagation (fwd+bwd)", f"{prop_s:.3f}"),
+        ("  the rest (block, heads, losses, update)", f"{rest_s:.3f}"),
+        ("scored rows per second", f"{rows / step_s:,.0f}"),
+        ("triples per second", f"{b / step_s:,.1f}"),
+        ("deal groups per second", f"{b / per_group / step_s:,.1f}"),
+        ("multi-task block FLOPs per step (fwd+bwd)", f"{flops / 1e9:,.1f} GFLOP"),
+        ("block FLOP/s (over the rest of the step)", f"{flops / rest_s / 1e9:,.1f} GFLOP/s"),
+        ("dense matmul FLOP/s, same run", f"{dense / 1e9:,.1f} GFLOP/s"),
+        ("block / dense matmul", f"{flops / rest_s / dense:.2f}"),
+        ("peak resident memory", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GiB"),
+    ]
+    _print(f"bench train: {config.name} / {config.model.name}", lines)
+    return 0
+
+
+def bench_eval(args: argparse.Namespace) -> int:
+    from tfgb.evaluation import Scorer, subsample
+    from tfgb.train import restore
+
+    with tempfile.TemporaryDirectory(prefix="tfgb-bench-") as tmp:
+        config, session = _session(args, args.model_dir or tmp)
+        if args.model_dir:
+            restore(session, "best") or restore(session, "last")
+        lists = session.data.test_candidates
+        chosen = lists.take(subsample(lists, args.max_groups, seed=0))
+        k = max(k for k in config.eval.ks if k <= lists.negatives + 1)
+        start = time.perf_counter()
+        scorer = Scorer(session.model, config.eval.batch_size)
+        propagate_s = time.perf_counter() - start
+        items, _ = chosen.task_a(k)
+        users, _ = chosen.task_b(k)
+        scorer.items(chosen.initiator[:2], items[:2])  # trace
+        scorer.participants(chosen.initiator[:2], chosen.item[:2], users[:2])
+        start = time.perf_counter()
+        scorer.items(chosen.initiator, items)
+        scorer.participants(chosen.initiator, chosen.item, users)
+        score_s = time.perf_counter() - start
+    scored = 2 * len(chosen) * k
+    per_second = scored / score_s
+    full = 2 * len(lists) * sum(k for k in config.eval.ks if k <= lists.negatives + 1)
+    lines = [
+        ("lists scored (both tasks)", f"{2 * len(chosen):,} x {k} candidates"),
+        ("propagation, once", f"{propagate_s:.2f} s"),
+        ("candidates scored per second", f"{per_second:,.0f}"),
+        ("projected full test evaluation", f"{full / per_second + propagate_s:,.0f} s "
+                                           f"({len(lists):,} groups, lists of {config.eval.ks})"),
+        ("peak resident memory", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GiB"),
+    ]
+    _print(f"bench eval: {config.name} / {config.model.name}", lines)
+    return 0
+
+
+def _print(title: str, lines: list[tuple[str, str]]) -> None:
+    print(title)
+    width = max(len(name) for name, _ in lines)
+    for name, value in lines:
+        print(f"  {name:<{width}}  {value}")
