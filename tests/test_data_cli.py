@@ -54,7 +54,10 @@ def test_stats_with_a_pipeline_recipe(tmp_path, capsys):
 def test_stats_of_the_default_synthetic_pipeline(tmp_path, capsys):
     assert main(["stats", "--pipeline", str(ROOT / "pipelines" / "default.toml"), "--json",
                  "--set", f"data.cache_dir={tmp_path}"]) == 0
-    assert json.loads(capsys.readouterr().out)["groups"]["kept"] == 6000
+    import tomllib
+
+    recipe = tomllib.loads((ROOT / "pipelines" / "default.toml").read_text())
+    assert json.loads(capsys.readouterr().out)["groups"]["kept"] == recipe["data"]["synth"]["groups"]
 
 
 def test_stats_reports_split_sizes_when_prepare_is_available(tmp_path, capsys, monkeypatch):

@@ -120,6 +120,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
               "time a training step: propagation vs the rest, rows/s, groups/s, FLOP/s vs dense matmul, memory"),
     "eval": (_lazy("tfgb.bench_train", "add_eval_arguments"), _lazy("tfgb.bench_train", "bench_eval"),
              "time scoring the test candidate lists"),
+    "serve": (_lazy("tfgb.bench_serve", "add_arguments"), _lazy("tfgb.bench_serve", "run"),
+              "latency and requests/s of an export: in-process SavedModel vs the local REST endpoint"),
 }
 """Subcommand name -> (add its arguments, run it, one-line help)."""
 
