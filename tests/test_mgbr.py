@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import tfgb  # noqa: F401
 import tensorflow as tf
 
+import tfgb  # noqa: F401
 from tfgb import models
 from tfgb.config import load
 from tfgb.data.prepare import prepare
@@ -54,7 +53,7 @@ def test_permuting_candidates_permutes_scores(data, name):
 
 def test_training_rows_score_like_candidate_scoring(data):
     """compute_loss's factored rows give the same logits as the candidate scorers."""
-    model, prepared = build(data)
+    model, _ = build(data)
     emb = model.propagate(training=False)
     u = tf.constant([1, 2, 3])
     i = tf.constant([4, 5, 6])

@@ -2,10 +2,9 @@ import math
 
 import numpy as np
 import pytest
-
-import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
+import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from tfgb.tasks import BPRLoss, ListwiseLoss, bpr_task, listwise_task
 
 

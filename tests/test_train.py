@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(args: list[str], tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=full_env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, *args], check=False, cwd=tmp_path, env=full_env, capture_output=True, text=True,
                           timeout=900)
 
 

@@ -13,6 +13,7 @@ full test evaluation.
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import statistics
 import tempfile
@@ -61,7 +62,7 @@ def block_flops(rows: int, distinct: dict[str, int], width: int, d: int, k: int,
     later = (2 * in_ab * (k * d + (2 if shared else 1) * k) + (in_s * (k * d + 3 * k) if shared else 0)) * 2
     per_row += (layers - 1) * later
     sizes = [d, *hidden, 1]
-    per_row += sum(a * b * 2 for a, b in zip(sizes[:-1], sizes[1:]))
+    per_row += sum(a * b * 2 for a, b in itertools.pairwise(sizes))
     return float(first + rows * per_row)
 
 
@@ -75,7 +76,12 @@ def _dense_flops_per_second(repeats: int) -> float:
 
 
 def _session(args: argparse.Namespace, model_dir: str):
-    from tfgb.train import _build_variables, build_session, configure_determinism, load_config
+    from tfgb.train import (
+        _build_variables,
+        build_session,
+        configure_determinism,
+        load_config,
+    )
 
     config = load_config(args.pipeline, args.set)
     configure_determinism(config.train.deterministic)
@@ -160,8 +166,8 @@ def bench_eval(args: argparse.Namespace) -> int:
         ("lists scored (both tasks)", f"{2 * len(chosen):,} x {k} candidates"),
         ("propagation, once", f"{propagate_s:.2f} s"),
         ("candidates scored per second", f"{per_second:,.0f}"),
-        ("projected full test evaluation", f"{full / per_second + propagate_s:,.0f} s "
-                                           f"({len(lists):,} groups, lists of {config.eval.ks})"),
+        ("projected full test evaluation",
+         f"{full / per_second + propagate_s:,.0f} s ({len(lists):,} groups, lists of {config.eval.ks})"),
         ("peak resident memory", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GiB"),
     ]
     _print(f"bench eval: {config.name} / {config.model.name}", lines)

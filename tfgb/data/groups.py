@@ -66,7 +66,7 @@ class DealGroups:
         """Group index of every entry of ``participants``, ``int64`` [P]."""
         return np.repeat(np.arange(len(self), dtype=np.int64), self.sizes)
 
-    def take(self, index: np.ndarray) -> "DealGroups":
+    def take(self, index: np.ndarray) -> DealGroups:
         """The groups at ``index`` (in that order), as a new table."""
         index = np.asarray(index, dtype=np.int64)
         sizes = self.sizes[index]

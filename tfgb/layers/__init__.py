@@ -3,4 +3,4 @@ from tfgb.layers.gcn import GCNView, MultiViewGCN
 from tfgb.layers.mtl import MultiTaskBlock, PredictionHead
 from tfgb.layers.propagation import sparse_matmul
 
-__all__ = ["GCNView", "MultiViewGCN", "MultiTaskBlock", "PredictionHead", "sparse_matmul"]
+__all__ = ["GCNView", "MultiTaskBlock", "MultiViewGCN", "PredictionHead", "sparse_matmul"]

@@ -64,7 +64,7 @@ class Rows(NamedTuple):
     index: tf.Tensor
 
 
-def materialize(x: "tf.Tensor | Rows") -> tf.Tensor:
+def materialize(x: tf.Tensor | Rows) -> tf.Tensor:
     """The dense [N, w] rows of a tensor or :class:`Rows`."""
     return tf.gather(x.table, x.index) if isinstance(x, Rows) else x
 
@@ -193,7 +193,7 @@ class MultiTaskBlock(tf.keras.layers.Layer):
 
     supports_rows = True  # call() accepts Rows for e_u, e_i, e_p
 
-    def _input_projections(self, parts: dict[str, "tf.Tensor | Rows"]) -> dict[tuple[int, str], tf.Tensor]:
+    def _input_projections(self, parts: dict[str, tf.Tensor | Rows]) -> dict[tuple[int, str], tf.Tensor]:
         """Everything linear in e_u, e_i, e_p, one matmul per part.
 
         The layer-1 experts and gates take g^0 = e_u || e_i || e_p (Eq. 15) and the adjusted gates
@@ -232,7 +232,7 @@ class MultiTaskBlock(tf.keras.layers.Layer):
                 out[key] = out[key] + piece if key in out else piece
         return out
 
-    def call(self, e_u: "tf.Tensor | Rows", e_i: "tf.Tensor | Rows", e_p: "tf.Tensor | Rows"
+    def call(self, e_u: tf.Tensor | Rows, e_i: tf.Tensor | Rows, e_p: tf.Tensor | Rows
              ) -> dict[str, tf.Tensor]:
         """Runs the L expert/gate layers on rows of (initiator, item, participant).
 

@@ -33,7 +33,7 @@ import tensorflow as tf
 from tfgb.config import ModelConfig, TrainConfig
 from tfgb.layers.attention import MultiHeadTaskBlock
 from tfgb.layers.gcn import MultiViewGCN
-from tfgb.layers.mtl import materialize
+from tfgb.layers.mtl import Rows
 from tfgb.models.mgbr import MGBR, standardize
 
 
@@ -79,13 +79,16 @@ class MAMGBR(MGBR):
         return emb
 
     def _block(self, e_u, e_i, e_p, training: bool) -> dict[str, tf.Tensor]:
-        """The block on rows given densely or as :class:`~tfgb.layers.mtl.Rows` (materialized here)."""
+        """The block on rows given densely or as :class:`~tfgb.layers.mtl.Rows`."""
         if not self.separate_tasks:
             return super()._block(e_u, e_i, e_p, training)
         # MAMGBR-M: task A sees only GCN_A's half of every embedding, task B only GCN_B's.
-        e_u, e_i, e_p = (materialize(x) for x in (e_u, e_i, e_p))
-        width = e_u.shape[-1] // 2
-        first = [x[:, :width] for x in (e_u, e_i, e_p)]
-        second = [x[:, width:] for x in (e_u, e_i, e_p)]
+        width = (e_u.table if isinstance(e_u, Rows) else e_u).shape[-1] // 2
+
+        def half(x, columns: slice):
+            return Rows(x.table[:, columns], x.index) if isinstance(x, Rows) else x[:, columns]
+
+        first = [half(x, slice(None, width)) for x in (e_u, e_i, e_p)]
+        second = [half(x, slice(width, None)) for x in (e_u, e_i, e_p)]
         return {"a": self.mtl(*first, training=training, tasks=("a",))["a"],
                 "b": self.mtl(*second, training=training, tasks=("b",))["b"]}

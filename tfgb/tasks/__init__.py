@@ -2,4 +2,4 @@
 from tfgb.tasks.bpr import BPRLoss, bpr_task
 from tfgb.tasks.listwise import ListwiseLoss, listwise_task
 
-__all__ = ["BPRLoss", "bpr_task", "ListwiseLoss", "listwise_task"]
+__all__ = ["BPRLoss", "ListwiseLoss", "bpr_task", "listwise_task"]

@@ -1,0 +1,204 @@
+"""``python -m tfgb.compare``: train several models on one recipe over several seeds and tabulate them.
+
+Every model gets the same budget: the recipe's ``[train]`` section as resolved (same epochs,
+batch size, learning rate, negatives and validation-based choice of the best epoch), the same
+data, split and saved candidate lists (``data.seed`` is never changed); only ``model.name`` and
+``train.seed`` (1..seeds: initialisation, dropout and the training stream's negatives) vary.
+Variant settings of the registry (e.g. ``train.aux_losses = false`` for the baselines) apply
+on top, as in ``python -m tfgb.train``.
+
+Layout of ``OUT``::
+
+    OUT/runs/<model>-seed<k>/   one ``python -m tfgb.train`` model dir per run
+    OUT/comparison.md           test metrics, mean ± std over seeds, parameters, minutes/epoch
+    OUT/comparison.csv          the same numbers, one row per model
+    OUT/mrr10.png               test MRR@10 per task and model, error bars = std over seeds
+
+A killed comparison started again with the same arguments resumes: runs whose ``metrics.json``
+exists are read, not retrained, and an unfinished run resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import logging
+import math
+import sys
+from pathlib import Path
+
+from tfgb.config import Config
+from tfgb.errors import ConfigError, cli_boundary, setup_logging
+from tfgb.rundir import RunDir, atomic_write
+
+log = logging.getLogger("tfgb.compare")
+
+METRICS = ("mrr@10", "ndcg@10", "mrr@100", "ndcg@100")
+TASKS = (("a", "task A (items)"), ("b", "task B (participants)"))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def run_all(pipeline: str | None, data_dir: str | None, names: list[str], seeds: int, out: Path,
+            overrides: list[str], progress: bool = True) -> dict[str, list[dict]]:
+    """Train (or read) every (model, seed) run; returns ``{model: [metrics of seed 1, ...]}``."""
+    import tensorflow as tf
+
+    from tfgb import train as train_lib
+
+    configs = {}
+    for name in names:  # resolve every recipe first: a typo fails before hours of training
+        for seed in range(1, seeds + 1):
+            configs[name, seed] = train_lib.load_config(pipeline, [*overrides, f"model.name={name}",
+                                                                   f"train.seed={seed}"])
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    total = len(configs)
+    for done, ((name, seed), config) in enumerate(configs.items(), 1):
+        run = RunDir(out / "runs" / f"{name}-seed{seed}")
+        if run.metrics.exists():
+            print(f"[{done}/{total}] {name} seed {seed}: finished earlier, read {run.metrics}", file=sys.stderr)
+            results[name].append(run.read_metrics())
+            continue
+        print(f"[{done}/{total}] {name} seed {seed}: training into {run.path}", file=sys.stderr)
+        tf.keras.backend.clear_session()
+        with contextlib.redirect_stdout(sys.stderr):  # Keras progress bars go to stdout
+            metrics = train_lib.train(config, data_dir, run.path, progress=progress)
+        results[name].append(metrics)
+        test = metrics["test"]
+        print(f"[{done}/{total}] {name} seed {seed}: test MRR@10 A {test['a']['mrr@10']:.4f} "
+              f"B {test['b']['mrr@10']:.4f}", file=sys.stderr)
+    return results
+
+
+def summarize(results: dict[str, list[dict]]) -> list[dict]:
+    """One row per model: mean and std of every test metric, parameters, minutes per epoch."""
+    rows = []
+    for name, runs in results.items():
+        row: dict = {"model": name, "seeds": len(runs)}
+        for task, _ in TASKS:
+            for metric in METRICS:
+                mean, std = mean_std([float(r["test"][task][metric]) for r in runs])
+                row[f"{task}_{metric}_mean"], row[f"{task}_{metric}_std"] = mean, std
+        row["parameters"] = int(runs[0].get("parameters", 0))
+        minutes = [r["minutes_per_epoch"] for r in runs if r.get("minutes_per_epoch") is not None]
+        row["minutes_per_epoch"] = sum(minutes) / len(minutes) if minutes else float("nan")
+        row["epochs"] = int(runs[0].get("epochs", 0))
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], budget: str) -> str:
+    """The comparison table (test split) as Markdown."""
+    head = ["model"] + [f"{task.upper()} {metric.upper()}" for task, _ in TASKS for metric in METRICS]
+    head += ["parameters", "min/epoch"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["model"]]
+        cells += [f"{row[f'{task}_{metric}_mean']:.4f} ± {row[f'{task}_{metric}_std']:.4f}"
+                  for task, _ in TASKS for metric in METRICS]
+        cells += [f"{row['parameters']:,}", f"{row['minutes_per_epoch']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = ("Test split; task A ranks items for the initiator, task B participants for (initiator, item). "
+            "@10 = 1 positive + 9 negatives, @100 = 1 + 99 (pessimistic ties). Mean ± sample std over seeds.")
+    return "\n".join(["# Model comparison", "", budget, "", note, "", *lines, ""])
+
+
+def write_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Bar chart of test MRR@10 per task and model with std error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [row["model"] for row in rows]
+    width = 0.38
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.0))
+    for offset, (task, label) in zip((-width / 2, width / 2), TASKS):
+        ax.bar([x + offset for x in range(len(rows))], [row[f"{task}_mrr@10_mean"] for row in rows], width,
+               yerr=[row[f"{task}_mrr@10_std"] for row in rows], capsize=3, label=label)
+    random = sum(1.0 / rank for rank in range(1, 11)) / 10  # 1 positive among 10 at a random position
+    ax.axhline(random, color="gray", linestyle="--", linewidth=1, label=f"random ranking ({random:.3f})")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    ax.set_ylabel("test MRR@10 (1:9)")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def budget_text(config: Config, pipeline: str | None, overrides: list[str], seeds: int, out: Path) -> str:
+    """The sentence stating what every model was given."""
+    t = config.train
+    return (f"Recipe `{pipeline or 'pipelines/default.toml'}` ({config.name}), overrides "
+            f"`{' '.join(overrides) or 'none'}`. Same budget for every model: {t.epochs} epochs, batch "
+            f"{t.batch_size}, learning rate {t.learning_rate}, best epoch by validation MRR@10; seeds "
+            f"train.seed = 1..{seeds} (data split and candidate lists fixed by data.seed = {config.data.seed}). "
+            f"Runs in `{out / 'runs'}`.")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tfgb.compare", description=__doc__.splitlines()[0])
+    p.add_argument("--pipeline", help="recipe TOML (default: pipelines/default.toml, synthetic data)")
+    p.add_argument("--data-dir", help="directory the recipe's data files are relative to")
+    p.add_argument("--models", default="mgbr,mamgbr,lightgcn,ngcf,gbmf,mf-bpr,popularity",
+                   help="comma-separated registry names (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=3, help="train.seed = 1..SEEDS per model (default: 3)")
+    p.add_argument("--out", help="output directory (default: runs/compare-<recipe name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value for every run, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (run summaries still go to stderr)")
+    return p
+
+
+@cli_boundary
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging()
+    names = [name.strip().lower() for name in args.models.split(",") if name.strip()]
+    if not names:
+        raise ConfigError("--models needs at least one model name")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--models lists a model twice: {args.models}")
+    if args.seeds < 1:
+        raise ConfigError("--seeds must be at least 1")
+    for override in args.overrides:
+        key = override.split("=", 1)[0].strip()
+        if key in ("model.name", "train.seed"):
+            raise ConfigError(f"--set {key} is chosen by compare itself (--models / --seeds)")
+    from tfgb import train as train_lib  # imports TensorFlow
+
+    config = train_lib.load_config(args.pipeline, args.overrides)
+    out = Path(args.out or f"runs/compare-{config.name}")
+    results = run_all(args.pipeline, args.data_dir, names, args.seeds, out, args.overrides, not args.quiet)
+    rows = summarize(results)
+    table = markdown(rows, budget_text(config, args.pipeline, args.overrides, args.seeds, out))
+    atomic_write(out / "comparison.md", table)
+    atomic_write(out / "comparison.csv", write_csv(rows))
+    plot(rows, out / "mrr10.png")
+    print(table)
+    print(f"written: {out / 'comparison.md'}, {out / 'comparison.csv'}, {out / 'mrr10.png'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

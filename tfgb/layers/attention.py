@@ -1,0 +1,564 @@
+"""MAMGBR's attention experts, two-layer softmax gates and multi-task block (paper 001, Sec. 3.4-3.5).
+
+MAMGBR keeps MGBR's multi-task framework (task A, shared S and task B, each with K experts and
+a gate per layer) and changes what an expert and a gate are:
+
+    Q = X W_Q,  K = X W_K,  V = X W_V                                        (Eq. 7)
+    alpha_{ij} = softmax_j(Q_i K_j^T / sqrt(d_head))                          (Eq. 8-9)
+    O_i = sum_j alpha_{ij} V_j;  MultiHead = Concat(head_1..head_h) W_O       (Eq. 10-11)
+    E(x) = Dropout(BatchNorm(ReLU(W_2 ReLU(W_1 MultiHead(Q, K, V) + b_1) + b_2)))  (Sec. 3.5)
+    gate(x) = softmax(W_g2 ReLU(W_g1 x + b_g1) + b_g2)                        (Eq. 15)
+
+Readings of the paper made here (it is silent or ambiguous on these points):
+
+* Tokens. Attention needs a sequence; an expert's input is one vector per row, and attention
+  over a sequence of length one is a linear map. X is therefore read as the *parts* of the
+  expert input, one token each: at layer 1 the three tokens (e_u, e_i, e_p), each w = 2d wide
+  (MGBR's g^0 = e_u || e_i || e_p, Eq. 15 of MGBR); at later layers the gate outputs that
+  MGBR concatenates, (g_A, g_S) for A, (g_B, g_S) for B and (g_A, g_S, g_B) for S, each d wide
+  (without S: the single token g_A or g_B). Attention runs across the tokens of one row only.
+* Heads. h heads of d_head = max(1, d // h) (d the expert width): h x d_head = d, so the head
+  count splits the expert width and does not multiply the cost. W_O maps back to the token
+  width ("restore the input dimensions", Eq. 11). Q, K, V and W_O have no bias (Eq. 7, 11).
+* Pooling. MultiHead(X) has the shape of X; its tokens are concatenated (which keeps the role
+  of each token) and the FFN maps that d_input = T x width vector to d_hidden and then to the
+  expert width d: W_1 [d_input, d_hidden], W_2 [d_hidden, d] as in Eq. 12-13. d_hidden
+  defaults to 2d (the paper gives no value).
+* Activation after W_2. Eq. 13 has none; the final expression E(x) has ReLU before the
+  BatchNorm. E(x) is followed.
+* Residuals. The paper's E(x) has no residual connection and no layer normalisation; none is
+  added.
+* BatchNorm normalises every expert's output feature on its own (statistics per expert and
+  feature over the rows of the batch) in training, and uses the moving averages in inference,
+  so that a row's score depends only on that row at inference. The momentum is 0.9 (Keras
+  uses 0.99): the moving statistics must follow the embeddings within a few hundred steps.
+* Gates. Every gate is two dense layers (ReLU between, d_gate = d hidden units by default)
+  and a softmax over all the experts it mixes (Eq. 15); a gate's input is its experts'
+  input, flattened. MAMGBR's Sec. 3.5 keeps MGBR's argument that the pairs (u, i), (u, p),
+  (i, p) carry different information, so MGBR's adjusted gates (Eq. 11-13 of MGBR, weight
+  alpha) are kept, each now a two-layer softmax gate; alpha = 0 leaves the generic gates only.
+* The structural readings of MGBR's block (layer-1 inputs, no gate S at the last layer, the
+  meaning of shared=False) are those of :mod:`tfgb.layers.mtl`.
+
+No operation mixes rows except BatchNorm in training mode: in inference mode every output row
+depends only on the same input row.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from tfgb.layers.mtl import Rows
+
+__all__ = ["AttentionExperts", "MultiHeadTaskBlock", "SoftmaxGate"]
+
+_TASKS = ("a", "b")
+
+
+def project(x: tf.Tensor | Rows, kernels: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+    """``[x @ kernel for kernel in kernels]`` with one matmul.
+
+    Args:
+        x: Rows [N, width], dense or as :class:`~tfgb.layers.mtl.Rows` (distinct entities [M, width]
+            and an index [N]: each entity is projected once, then gathered).
+        kernels: Matrices [width, c_j].
+
+    Returns:
+        One [N, c_j] projection per kernel.
+    """
+    table = x.table if isinstance(x, Rows) else x
+    out = tf.matmul(table, kernels[0] if len(kernels) == 1 else tf.concat(list(kernels), axis=1))
+    if isinstance(x, Rows):
+        out = tf.gather(out, x.index)
+    return [out] if len(kernels) == 1 else tf.split(out, [int(k.shape[1]) for k in kernels], axis=1)
+
+
+@tf.keras.utils.register_keras_serializable(package="tfgb")
+class AttentionExperts(tf.keras.layers.Layer):
+    """K MAMGBR experts over one token sequence, computed together (Sec. 3.4-3.5 of MAMGBR).
+
+    Expert k maps the tokens X [T, width] of a row to
+
+        E_k(X) = Dropout(BatchNorm(ReLU(W2_k ReLU(W1_k flat(MultiHead_k(X)) + b1_k) + b2_k)))
+
+    where MultiHead_k is Eq. 7-11 with its own W_Q, W_K, W_V [width, h, d_head] and W_O
+    [h, d_head, width], and flat() concatenates the T tokens. With `attention=False`
+    (MAMGBR-MH) MultiHead_k is the identity: the expert is the FFN of the flattened input.
+
+    Weights, in `get_weights()` order: `query`, `key`, `value` [K, width, h, d_head] and
+    `output` [K, h, d_head, width] (only with attention), `ffn_1` [K, T*width, hidden],
+    `ffn_1_bias` [K, hidden], `ffn_2` [K, hidden, dim], `ffn_2_bias` [K, dim], then the
+    BatchNorm's gamma, beta (trainable) and moving mean and variance, each [K*dim].
+
+    Args:
+        num_experts: Experts K.
+        dim: Output width d of every expert.
+        num_heads: Attention heads h (Sec. 4.7 of MAMGBR: 8 is best); d_head = max(1, d // h).
+        hidden: FFN hidden width d_hidden (default 2d).
+        dropout: Dropout rate on the expert output (training only).
+        attention: Whether the experts have multi-head attention (False: MAMGBR-MH).
+        momentum: BatchNorm momentum of the moving statistics.
+        **kwargs: Base `Layer` arguments.
+    """
+
+    def __init__(
+        self,
+        num_experts: int,
+        dim: int,
+        num_heads: int = 8,
+        hidden: int | None = None,
+        dropout: float = 0.1,
+        attention: bool = True,
+        momentum: float = 0.9,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if num_experts < 1 or dim < 1 or num_heads < 1:
+            raise ValueError(
+                f"AttentionExperts needs num_experts, dim and num_heads >= 1, got "
+                f"num_experts={num_experts}, dim={dim}, num_heads={num_heads}."
+            )
+        self.num_experts = int(num_experts)
+        self.dim = int(dim)
+        self.num_heads = int(num_heads)
+        self.hidden = int(hidden) if hidden else 2 * self.dim
+        self.dropout = float(dropout)
+        self.attention = bool(attention)
+        self.momentum = float(momentum)
+        self.head_dim = max(1, self.dim // self.num_heads)
+        # Statistics per expert and feature: the outputs are flattened to [N, K*d] around it.
+        self.norm = tf.keras.layers.BatchNormalization(momentum=self.momentum, name="batch_norm")
+        self.drop = tf.keras.layers.Dropout(self.dropout, name="dropout")
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        """Creates the attention, FFN and BatchNorm weights for inputs [N, T, width]."""
+        shape = tf.TensorShape(input_shape)
+        if shape.rank != 3 or shape[1] is None or shape[2] is None:
+            raise ValueError(f"AttentionExperts expects inputs [N, T, width] with known T and width, got {shape}.")
+        self.num_tokens, self.width = int(shape[1]), int(shape[2])
+        k, h, c = self.num_experts, self.num_heads, self.head_dim
+        if self.attention:
+            self.query = self.add_weight(name="query", shape=(k, self.width, h, c), initializer="glorot_uniform")
+            self.key = self.add_weight(name="key", shape=(k, self.width, h, c), initializer="glorot_uniform")
+            self.value = self.add_weight(name="value", shape=(k, self.width, h, c), initializer="glorot_uniform")
+            self.output_kernel = self.add_weight(name="output", shape=(k, h, c, self.width),
+                                                 initializer="glorot_uniform")
+        flat = self.num_tokens * self.width
+        self.ffn_1 = self.add_weight(name="ffn_1", shape=(k, flat, self.hidden), initializer="glorot_uniform")
+        self.ffn_1_bias = self.add_weight(name="ffn_1_bias", shape=(k, self.hidden), initializer="zeros")
+        self.ffn_2 = self.add_weight(name="ffn_2", shape=(k, self.hidden, self.dim), initializer="glorot_uniform")
+        self.ffn_2_bias = self.add_weight(name="ffn_2_bias", shape=(k, self.dim), initializer="zeros")
+        with tf.name_scope(self.norm.name):
+            self.norm.build(tf.TensorShape([None, k * self.dim]))
+        super().build(input_shape)
+
+    def _projection(self, kernel: tf.Tensor) -> tf.Tensor:
+        """[K, width, h, d_head] -> [width, K*h*d_head], all experts' heads in one matrix."""
+        return tf.reshape(tf.transpose(kernel, [1, 0, 2, 3]), [self.width, -1])
+
+    def token_kernels(self, token: int) -> list[tuple[str, tf.Tensor]]:
+        """The kernels [width, columns] the experts apply to token ``token`` on its own.
+
+        Everything linear in a single token: W_Q, W_K, W_V of all experts and heads (Eq. 7), or,
+        without attention, token t's rows of W_1 (Eq. 12). A caller that holds a token as distinct
+        entities plus an index (:class:`~tfgb.layers.mtl.Rows`) can project each entity once.
+        """
+        if self.attention:
+            return [("query", self._projection(self.query)), ("key", self._projection(self.key)),
+                    ("value", self._projection(self.value))]
+        rows = self.ffn_1[:, token * self.width:(token + 1) * self.width, :]  # [K, width, hidden]
+        return [("ffn_1", tf.reshape(tf.transpose(rows, [1, 0, 2]), [self.width, -1]))]
+
+    def attend(self, q: tf.Tensor, key: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
+        """Eq. 8-10 for every expert and head: Q, K, V [N, T, K, h, d_head] -> heads [K, N, T*h*d_head].
+
+        The T x T attention of a row is computed with broadcasts, not batched matmuls: T is 2
+        or 3, and N*K*h tiny matrix products are far slower than a few element-wise ops.
+        """
+        k, h, c, t = self.num_experts, self.num_heads, self.head_dim, self.num_tokens
+        scores = tf.reduce_sum(q[:, :, None] * key[:, None], axis=-1) / tf.math.sqrt(float(c))  # Eq. 8, [N,T,S,K,h]
+        weights = tf.nn.softmax(scores, axis=2)  # Eq. 9, over the keys s of the same row
+        heads = tf.reduce_sum(weights[..., None] * v[:, None], axis=2)  # Eq. 10, [N, T, K, h, c]
+        return tf.reshape(tf.transpose(heads, [2, 0, 1, 3, 4]), [k, -1, t * h * c])
+
+    def multi_head(self, x: tf.Tensor) -> tf.Tensor:
+        """Eq. 7-11 for every expert: tokens [N, T, width] -> MultiHead(X) [K, N, T, width]."""
+        q, key, v = (tf.stack([tf.reshape(tf.matmul(token, kernel), [-1, self.num_experts, self.num_heads,
+                                                                      self.head_dim])
+                               for token in tf.unstack(x, axis=1)], axis=1)
+                     for _, kernel in self.token_kernels(0))
+        heads = tf.reshape(self.attend(q, key, v), [self.num_experts, -1, self.num_heads * self.head_dim])
+        out = tf.matmul(heads, tf.reshape(self.output_kernel, [self.num_experts, -1, self.width]))  # Eq. 11
+        return tf.reshape(out, [self.num_experts, -1, self.num_tokens, self.width])
+
+    def from_projections(self, projected: Mapping[str, Sequence[tf.Tensor]],
+                         training: bool | None = None) -> tf.Tensor:
+        """The experts' outputs from their token projections.
+
+        Args:
+            projected: ``projected[name][t]`` = token t @ the kernel ``name`` of
+                ``token_kernels(t)``, each [N, columns].
+            training: Training mode (batch statistics and dropout) or inference mode.
+
+        Returns:
+            Expert outputs [N, K, dim].
+        """
+        k, h, c = self.num_experts, self.num_heads, self.head_dim
+        if self.attention:
+            q, key, v = (tf.stack([tf.reshape(x, [-1, k, h, c]) for x in projected[name]], axis=1)
+                         for name in ("query", "key", "value"))  # Eq. 7, [N, T, K, h, c]
+            # W_1 flat(MultiHead(X)) = sum_t head_t W_O W_1[t] (Eq. 11-12): W_O is folded into W_1
+            # per token, so the T x width intermediate is never built (fewer flops, same values).
+            w_o = tf.reshape(self.output_kernel, [k, h * c, self.width])
+            w_1 = tf.reshape(self.ffn_1, [k, self.num_tokens, self.width, self.hidden])
+            fused = tf.reshape(tf.einsum("kcw,ktwh->ktch", w_o, w_1), [k, self.num_tokens * h * c, self.hidden])
+            hidden = tf.matmul(self.attend(q, key, v), fused)  # Eq. 12, [K, N, hidden]
+        else:
+            pre = tf.add_n(list(projected["ffn_1"]))  # [N, K*hidden], Eq. 12 without attention
+            hidden = tf.transpose(tf.reshape(pre, [-1, k, self.hidden]), [1, 0, 2])
+        hidden = tf.nn.relu(hidden + self.ffn_1_bias[:, None, :])
+        out = tf.nn.relu(tf.matmul(hidden, self.ffn_2) + self.ffn_2_bias[:, None, :])  # Eq. 13 + ReLU of E(x)
+        out = tf.reshape(tf.transpose(out, [1, 0, 2]), [-1, k * self.dim])  # [N, K*d]
+        out = self.norm(out, training=training)  # Eq. 14
+        out = self.drop(out, training=training)
+        return tf.reshape(out, [-1, k, self.dim])
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        """Runs the K experts on token sequences.
+
+        Args:
+            inputs: Tokens [N, T, width].
+            training: Training mode (batch statistics and dropout) or inference mode.
+
+        Returns:
+            Expert outputs [N, K, dim].
+        """
+        projected: dict[str, list[tf.Tensor]] = {}
+        for t, token in enumerate(tf.unstack(inputs, axis=1)):
+            kernels = self.token_kernels(t)
+            for (name, _), out in zip(kernels, project(token, [kernel for _, kernel in kernels])):
+                projected.setdefault(name, []).append(out)
+        return self.from_projections(projected, training)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            num_experts=self.num_experts,
+            dim=self.dim,
+            num_heads=self.num_heads,
+            hidden=self.hidden,
+            dropout=self.dropout,
+            attention=self.attention,
+            momentum=self.momentum,
+        )
+        return config
+
+
+@tf.keras.utils.register_keras_serializable(package="tfgb")
+class SoftmaxGate(tf.keras.layers.Layer):
+    """A MAMGBR gate: two dense layers and a softmax over the experts it mixes (Eq. 15).
+
+    weights = softmax(ReLU(x W_1 + b_1) W_2 + b_2), one weight per expert and row.
+
+    Args:
+        num_outputs: Number of experts mixed (e.g. 2K for gate A over [E_A; E_S]).
+        hidden: Units of the first dense layer.
+        **kwargs: Base `Layer` arguments.
+    """
+
+    def __init__(self, num_outputs: int, hidden: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if num_outputs < 1 or hidden < 1:
+            raise ValueError(f"SoftmaxGate needs num_outputs and hidden >= 1, got {num_outputs}, {hidden}.")
+        self.num_outputs = int(num_outputs)
+        self.hidden = int(hidden)
+        self.dense_1 = tf.keras.layers.Dense(self.hidden, activation="relu", name="dense_1")
+        self.dense_2 = tf.keras.layers.Dense(self.num_outputs, name="dense_2")
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        """Builds both dense layers for inputs [N, width]."""
+        shape = tf.TensorShape(input_shape)
+        with tf.name_scope(self.dense_1.name):
+            self.dense_1.build(shape)
+        with tf.name_scope(self.dense_2.name):
+            self.dense_2.build(self.dense_1.compute_output_shape(shape))
+        super().build(input_shape)
+
+    def token_kernel(self, token: int, width: int) -> tf.Tensor:
+        """Rows of W_1 [width, hidden] applied to part ``token`` of an input made of width-wide parts."""
+        return self.dense_1.kernel[token * width:(token + 1) * width]
+
+    def from_projection(self, projected: tf.Tensor) -> tf.Tensor:
+        """Mixing weights [N, num_outputs] from x W_1 [N, hidden] (Eq. 15)."""
+        hidden = tf.nn.relu(projected + self.dense_1.bias)
+        return tf.nn.softmax(self.dense_2(hidden), axis=-1)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        """Mixing weights [N, num_outputs] (each row sums to 1) for gate inputs [N, width]."""
+        return self.from_projection(tf.matmul(inputs, self.dense_1.kernel))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(num_outputs=self.num_outputs, hidden=self.hidden)
+        return config
+
+
+def _mix(weights: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:
+    """sum_j weights[n, j] * experts[n, j, :] over the concatenated expert groups.
+
+    Args:
+        weights: Mixing weights [N, G*K].
+        groups: G expert outputs, each [N, K, d].
+
+    Returns:
+        Gate output [N, d].
+    """
+    experts = groups[0] if len(groups) == 1 else tf.concat(list(groups), axis=1)
+    return tf.einsum("nj,njd->nd", weights, experts)
+
+
+@tf.keras.utils.register_keras_serializable(package="tfgb")
+class MultiHeadTaskBlock(tf.keras.layers.Layer):
+    """MAMGBR's multi-task block: attention experts and softmax gates for tasks A, B and S.
+
+    Same structure and interface as :class:`tfgb.layers.mtl.MultiTaskBlock` (Eq. 7-15 of
+    MGBR), with the experts and gates of MAMGBR (Sec. 3.4-3.5, Eq. 15; see the module
+    docstring). Per layer l (1-based), sub-layers named `l{l}_...`:
+
+        experts_a, experts_b, experts_s: :class:`AttentionExperts` over the token sequences
+            layer 1: (e_u, e_i, e_p) for all three; later: (g_A, g_S), (g_B, g_S),
+            (g_A, g_S, g_B); shared=False: (g_A) and (g_B) and no S,
+        gate_a [2K] over [E_A; E_S], gate_b [2K] over [E_B; E_S], gate_s [3K] over
+            [E_A; E_S; E_B] (not at the last layer: g^L_S feeds nothing); shared=False: [K],
+        gate_a_ui, gate_a_ip, gate_a_up, gate_b_ui, gate_b_ip, gate_b_up [K] on the pairs
+            (e_u||e_i), (e_i||e_p), (e_u||e_p) when alpha != 0 (adjusted gates, Eq. 11-13 of
+            MGBR): A mixes E_A by (u,i) and E_S by (i,p), (u,p); B mixes E_S by (u,i) and E_B
+            by (i,p), (u,p) (E_S -> E_A / E_B when shared=False),
+
+    all gates :class:`SoftmaxGate`. Outputs g^L_A and g^L_B.
+
+    Args:
+        dim: Expert and gate output width d.
+        num_experts: Experts K per group (A, B and S).
+        num_layers: Layers L (>= 1).
+        num_heads: Attention heads h per expert.
+        alpha: Weight of the adjusted gate terms (0: generic gates only).
+        shared: Whether the shared experts S and gate S exist (False: the A and B paths share
+            nothing, used by MAMGBR-M).
+        attention: Whether the experts have multi-head attention (False: MAMGBR-MH).
+        dropout: Dropout rate of the expert outputs.
+        ffn_hidden: FFN hidden width of the experts (default 2d).
+        gate_hidden: Hidden width of the gates (default d).
+        momentum: BatchNorm momentum of the experts.
+        **kwargs: Base `Layer` arguments.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_experts: int,
+        num_layers: int,
+        num_heads: int = 8,
+        alpha: float = 0.1,
+        shared: bool = True,
+        attention: bool = True,
+        dropout: float = 0.1,
+        ffn_hidden: int | None = None,
+        gate_hidden: int | None = None,
+        momentum: float = 0.9,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if dim < 1 or num_experts < 1 or num_layers < 1 or num_heads < 1:
+            raise ValueError(
+                f"MultiHeadTaskBlock needs dim, num_experts, num_layers and num_heads >= 1, got dim={dim}, "
+                f"num_experts={num_experts}, num_layers={num_layers}, num_heads={num_heads}."
+            )
+        self.dim = int(dim)
+        self.num_experts = int(num_experts)
+        self.num_layers = int(num_layers)
+        self.num_heads = int(num_heads)
+        self.alpha = float(alpha)
+        self.shared = bool(shared)
+        self.attention = bool(attention)
+        self.dropout = float(dropout)
+        self.ffn_hidden = int(ffn_hidden) if ffn_hidden else 2 * self.dim
+        self.gate_hidden = int(gate_hidden) if gate_hidden else self.dim
+        self.momentum = float(momentum)
+
+    def _experts(self, name: str) -> AttentionExperts:
+        return AttentionExperts(self.num_experts, self.dim, self.num_heads, hidden=self.ffn_hidden,
+                                dropout=self.dropout, attention=self.attention, momentum=self.momentum, name=name)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        """Creates every expert and gate of the L layers.
+
+        Args:
+            input_shape: Shape of e_u, [N, w]; e_i and e_p must have the same width w.
+        """
+        if isinstance(input_shape, Rows):
+            input_shape = input_shape.table
+        width = tf.TensorShape(input_shape)[-1]
+        if width is None:
+            raise ValueError("MultiHeadTaskBlock needs a known embedding width (last axis).")
+        self.input_width = w = int(width)
+        k, d = self.num_experts, self.dim
+        groups = 2 if self.shared else 1
+        self.blocks: list[dict[str, tf.keras.layers.Layer]] = []
+        for layer in range(1, self.num_layers + 1):
+            if layer == 1:
+                tokens_ab = tokens_s = (3, w)
+            else:
+                tokens_ab, tokens_s = ((2, d) if self.shared else (1, d)), (3, d)
+            parts: dict[str, tf.keras.layers.Layer] = {}
+            shapes: dict[str, tf.TensorShape] = {}
+            for task in _TASKS:
+                parts[f"experts_{task}"] = self._experts(f"l{layer}_experts_{task}")
+                shapes[f"experts_{task}"] = tf.TensorShape([None, *tokens_ab])
+                parts[f"gate_{task}"] = SoftmaxGate(groups * k, self.gate_hidden, name=f"l{layer}_gate_{task}")
+                shapes[f"gate_{task}"] = tf.TensorShape([None, tokens_ab[0] * tokens_ab[1]])
+            if self.shared:
+                parts["experts_s"] = self._experts(f"l{layer}_experts_s")
+                shapes["experts_s"] = tf.TensorShape([None, *tokens_s])
+                if layer < self.num_layers:
+                    parts["gate_s"] = SoftmaxGate(3 * k, self.gate_hidden, name=f"l{layer}_gate_s")
+                    shapes["gate_s"] = tf.TensorShape([None, tokens_s[0] * tokens_s[1]])
+            if self.alpha != 0.0:
+                for name in ("a_ui", "a_ip", "a_up", "b_ui", "b_ip", "b_up"):
+                    parts[f"gate_{name}"] = SoftmaxGate(k, self.gate_hidden, name=f"l{layer}_gate_{name}")
+                    shapes[f"gate_{name}"] = tf.TensorShape([None, 2 * w])
+            for name, part in parts.items():
+                with tf.name_scope(part.name):  # variables named l1_experts_a/query etc.
+                    part.build(shapes[name])
+            self.blocks.append(parts)
+        super().build(input_shape)
+
+    supports_rows = True  # call() accepts Rows for e_u, e_i, e_p
+
+    def _first_layer_projections(self, parts: dict[str, tf.Tensor | Rows], run: set[str]) -> dict:
+        """Everything linear in e_u, e_i or e_p alone, with one matmul per part.
+
+        Layer 1's experts see the tokens (e_u, e_i, e_p) and its gates g^0 = e_u || e_i || e_p; the
+        adjusted gates of every layer see pairs of them. Their Q/K/V projections (or, without
+        attention, W_1), and the first dense layer of those gates, are sums or stacks of
+        per-part products; a :class:`~tfgb.layers.mtl.Rows` part is projected per distinct entity.
+
+        Returns:
+            {key: [N, columns]} with keys ("experts_a", name, token), ("gate_a", token) and
+            (layer, "gate_a_ui", j) etc.
+        """
+        w = self.input_width
+        plan: dict[str, list[tuple[tuple, tf.Tensor]]] = {part: [] for part in "uip"}
+        first = self.blocks[0]
+        for group in sorted(run | ({"s"} if self.shared else set())):
+            experts = first[f"experts_{group}"]
+            for t, part in enumerate("uip"):
+                plan[part] += [((f"experts_{group}", name, t), kernel) for name, kernel in experts.token_kernels(t)]
+                if f"gate_{group}" in first:  # no gate S at the last layer
+                    plan[part].append(((f"gate_{group}", t), first[f"gate_{group}"].token_kernel(t, w)))
+        if self.alpha != 0.0:
+            for layer, block in enumerate(self.blocks):
+                for task in sorted(run):
+                    for pair in ("ui", "ip", "up"):
+                        name = f"gate_{task}_{pair}"
+                        for j, part in enumerate(pair):
+                            plan[part].append(((layer, name, j), block[name].token_kernel(j, w)))
+        out = {}
+        for part, entries in plan.items():
+            if entries:
+                out.update(zip([key for key, _ in entries], project(parts[part], [k for _, k in entries])))
+        return out
+
+    def call(
+        self,
+        e_u: tf.Tensor | Rows,
+        e_i: tf.Tensor | Rows,
+        e_p: tf.Tensor | Rows,
+        training: bool | None = None,
+        tasks: Sequence[str] = _TASKS,
+    ) -> dict[str, tf.Tensor]:
+        """Runs the L expert/gate layers on rows of (initiator, item, participant).
+
+        Args:
+            e_u: Initiator embeddings [N, w] (w = 2d in MAMGBR, Eq. 4), dense or as
+                :class:`~tfgb.layers.mtl.Rows` (each distinct entity is projected once).
+            e_i: Item embeddings [N, w] (Eq. 5), dense or Rows.
+            e_p: Participant embeddings [N, w] (Eq. 6), dense or Rows.
+            training: Training mode (BatchNorm batch statistics, dropout) or inference mode.
+            tasks: Outputs to compute, a subset of ("a", "b"). With shared=False the paths are
+                independent and only the ones asked for are run; with shared experts all run.
+
+        Returns:
+            Dict with "a": g^L_A [N, dim] and/or "b": g^L_B [N, dim].
+        """
+        tasks = tuple(tasks)
+        if not tasks or any(task not in _TASKS for task in tasks):
+            raise ValueError(f"MultiHeadTaskBlock tasks must be a non-empty subset of {_TASKS}, got {tasks}.")
+        parts = {"u": e_u, "i": e_i, "p": e_p}
+        for name, x in (("e_i", e_i), ("e_p", e_p)):
+            width = (x.table if isinstance(x, Rows) else x).shape[-1]
+            if width is not None and width != self.input_width:
+                raise ValueError(f"MultiHeadTaskBlock: {name} has width {width}, expected {self.input_width} like e_u.")
+        run = set(_TASKS) if self.shared else set(tasks)
+        projected = self._first_layer_projections(parts, run)
+        g: dict[str, tf.Tensor] = {}
+        for layer, block in enumerate(self.blocks):
+            groups = run | ({"s"} if self.shared else set())
+            experts: dict[str, tf.Tensor] = {}
+            gates: dict[str, tf.Tensor] = {}
+            for group in sorted(groups):
+                if layer == 0:  # tokens (e_u, e_i, e_p), Eq. 15 of MGBR
+                    names = [name for name, _ in block[f"experts_{group}"].token_kernels(0)]
+                    experts[group] = block[f"experts_{group}"].from_projections(
+                        {name: [projected[(f"experts_{group}", name, t)] for t in range(3)] for name in names},
+                        training)
+                    if f"gate_{group}" in block:
+                        gates[group] = block[f"gate_{group}"].from_projection(
+                            tf.add_n([projected[(f"gate_{group}", t)] for t in range(3)]))
+                    continue
+                if not self.shared:
+                    tokens = [g[group]]
+                elif group == "s":
+                    tokens = [g["a"], g["s"], g["b"]]
+                else:
+                    tokens = [g[group], g["s"]]
+                experts[group] = block[f"experts_{group}"](tf.stack(tokens, axis=1), training=training)
+                if f"gate_{group}" in block:
+                    gates[group] = block[f"gate_{group}"](tf.concat(tokens, axis=-1))
+            new = {}
+            for task in run:
+                own = experts[task]
+                other = experts["s"] if self.shared else own
+                out = _mix(gates[task], [own, other] if self.shared else [own])  # generic gate, Eq. 10 / 13 of MGBR
+                if self.alpha != 0.0:
+                    ui_group, pair_group = (own, other) if task == "a" else (other, own)
+                    adjusted = {pair: block[f"gate_{task}_{pair}"].from_projection(
+                        projected[(layer, f"gate_{task}_{pair}", 0)] + projected[(layer, f"gate_{task}_{pair}", 1)])
+                        for pair in ("ui", "ip", "up")}
+                    out += self.alpha * (  # adjusted gates, Eq. 11-13 of MGBR
+                        _mix(adjusted["ui"], [ui_group]) + _mix(adjusted["ip"], [pair_group])
+                        + _mix(adjusted["up"], [pair_group]))
+                new[task] = out
+            if "s" in gates:  # g^L_S feeds nothing at the last layer
+                new["s"] = _mix(gates["s"], [experts["a"], experts["s"], experts["b"]])  # Eq. 14 of MGBR
+            g.update(new)
+        return {task: g[task] for task in tasks}
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            dim=self.dim,
+            num_experts=self.num_experts,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            alpha=self.alpha,
+            shared=self.shared,
+            attention=self.attention,
+            dropout=self.dropout,
+            ffn_hidden=self.ffn_hidden,
+            gate_hidden=self.gate_hidden,
+            momentum=self.momentum,
+        )
+        return config
