@@ -96,13 +96,18 @@ def test_compare_writes_table_csv_png_and_resumes(tmp_path: Path) -> None:
     assert (out / "comparison.md").read_text() == table
 
 
-def test_compare_rejects_bad_arguments_in_one_sentence(tmp_path: Path) -> None:
-    for extra, words in ((["--models", "mgbr,lightgnc"], ["unknown model", "lightgcn"]),
-                         (["--models", "mgbr", "--set", "train.seed=3"], ["train.seed", "--seeds"])):
-        proc = run(["-m", "tfgb.compare", "--out", str(tmp_path / "out"), *extra], tmp_path)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr
-        for word in words:
-            assert word in proc.stderr
+@pytest.mark.parametrize("extra, words", [
+    (["--models", "mgbr,lightgnc"], ["unknown model", "lightgcn"]),
+    (["--models", "mgbr", "--set", "train.seed=3"], ["train.seed", "--seeds"]),
+    (["--models", "mgbr", "--seeds", "0"], ["--seeds"]),
+])
+def test_compare_rejects_bad_arguments_in_one_sentence(extra: list[str], words: list[str], tmp_path: Path,
+                                                        capsys) -> None:
+    assert compare.main(["--out", str(tmp_path / "out"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    for word in words:
+        assert word in err
     assert not (tmp_path / "out").exists()
 
 

@@ -171,24 +171,34 @@ class AttentionExperts(tf.keras.layers.Layer):
         rows = self.ffn_1[:, token * self.width:(token + 1) * self.width, :]  # [K, width, hidden]
         return [("ffn_1", tf.reshape(tf.transpose(rows, [1, 0, 2]), [self.width, -1]))]
 
-    def attend(self, q: tf.Tensor, key: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
-        """Eq. 8-10 for every expert and head: Q, K, V [N, T, K, h, d_head] -> heads [K, N, T*h*d_head].
+    def attend(self, q: Sequence[tf.Tensor], key: Sequence[tf.Tensor], v: Sequence[tf.Tensor]) -> tf.Tensor:
+        """Eq. 8-10 for every expert and head.
 
-        The T x T attention of a row is computed with broadcasts, not batched matmuls: T is 2
-        or 3, and N*K*h tiny matrix products are far slower than a few element-wise ops.
+        The T x T attention of a row is unrolled over the (query, key) token pairs: T is 2 or 3,
+        and a few element-wise products per pair are much faster on CPU than N*K*h tiny matrix
+        products or one broadcast over [N, T, T, K, h, d_head].
+
+        Args:
+            q, key, v: One [N, K*h*d_head] projection per token (Eq. 7).
+
+        Returns:
+            Heads [K, N, T*h*d_head] (token-major within each expert).
         """
-        k, h, c, t = self.num_experts, self.num_heads, self.head_dim, self.num_tokens
-        scores = tf.reduce_sum(q[:, :, None] * key[:, None], axis=-1) / tf.math.sqrt(float(c))  # Eq. 8, [N,T,S,K,h]
-        weights = tf.nn.softmax(scores, axis=2)  # Eq. 9, over the keys s of the same row
-        heads = tf.reduce_sum(weights[..., None] * v[:, None], axis=2)  # Eq. 10, [N, T, K, h, c]
-        return tf.reshape(tf.transpose(heads, [2, 0, 1, 3, 4]), [k, -1, t * h * c])
+        k, h, c = self.num_experts, self.num_heads, self.head_dim
+        q, key, v = ([tf.reshape(x, [-1, k * h, c]) for x in xs] for xs in (q, key, v))
+        scale = 1.0 / float(c) ** 0.5
+        heads = []
+        for q_t in q:
+            scores = tf.stack([tf.reduce_sum(q_t * k_s, axis=-1) for k_s in key], axis=-1) * scale  # Eq. 8, [N,Kh,S]
+            weights = tf.nn.softmax(scores, axis=-1)  # Eq. 9, over the keys of the same row
+            heads.append(tf.add_n([weights[..., s:s + 1] * v_s for s, v_s in enumerate(v)]))  # Eq. 10, [N,Kh,c]
+        heads = tf.stack([tf.reshape(x, [-1, k, h * c]) for x in heads], axis=2)  # [N, K, T, h*c]
+        return tf.reshape(tf.transpose(heads, [1, 0, 2, 3]), [k, -1, len(q) * h * c])
 
     def multi_head(self, x: tf.Tensor) -> tf.Tensor:
         """Eq. 7-11 for every expert: tokens [N, T, width] -> MultiHead(X) [K, N, T, width]."""
-        q, key, v = (tf.stack([tf.reshape(tf.matmul(token, kernel), [-1, self.num_experts, self.num_heads,
-                                                                      self.head_dim])
-                               for token in tf.unstack(x, axis=1)], axis=1)
-                     for _, kernel in self.token_kernels(0))
+        tokens = tf.unstack(x, axis=1)
+        q, key, v = ([tf.matmul(token, kernel) for token in tokens] for _, kernel in self.token_kernels(0))
         heads = tf.reshape(self.attend(q, key, v), [self.num_experts, -1, self.num_heads * self.head_dim])
         out = tf.matmul(heads, tf.reshape(self.output_kernel, [self.num_experts, -1, self.width]))  # Eq. 11
         return tf.reshape(out, [self.num_experts, -1, self.num_tokens, self.width])
@@ -207,14 +217,13 @@ class AttentionExperts(tf.keras.layers.Layer):
         """
         k, h, c = self.num_experts, self.num_heads, self.head_dim
         if self.attention:
-            q, key, v = (tf.stack([tf.reshape(x, [-1, k, h, c]) for x in projected[name]], axis=1)
-                         for name in ("query", "key", "value"))  # Eq. 7, [N, T, K, h, c]
             # W_1 flat(MultiHead(X)) = sum_t head_t W_O W_1[t] (Eq. 11-12): W_O is folded into W_1
             # per token, so the T x width intermediate is never built (fewer flops, same values).
             w_o = tf.reshape(self.output_kernel, [k, h * c, self.width])
             w_1 = tf.reshape(self.ffn_1, [k, self.num_tokens, self.width, self.hidden])
             fused = tf.reshape(tf.einsum("kcw,ktwh->ktch", w_o, w_1), [k, self.num_tokens * h * c, self.hidden])
-            hidden = tf.matmul(self.attend(q, key, v), fused)  # Eq. 12, [K, N, hidden]
+            heads = self.attend(projected["query"], projected["key"], projected["value"])  # [K, N, T*h*c]
+            hidden = tf.matmul(heads, fused)  # Eq. 12, [K, N, hidden]
         else:
             pre = tf.add_n(list(projected["ffn_1"]))  # [N, K*hidden], Eq. 12 without attention
             hidden = tf.transpose(tf.reshape(pre, [-1, k, self.hidden]), [1, 0, 2])

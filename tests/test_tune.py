@@ -1,0 +1,152 @@
+"""End-to-end: `python -m tfgb.tune` on tiny synthetic data: results, resume, failed trials, bad spaces."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = ("train.epochs=1", "data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150",
+        "model.embedding_dim=8")
+# Two searched hyper-parameters (4 combinations); the rest of MGBR's space fixed.
+SPACE = ("tune.embedding_dim=[8,16]", "tune.learning_rate=[0.003,0.01]", "tune.num_experts=[2]",
+         "tune.mtl_layers=[1]", "tune.alpha=[0.1]", "tune.beta=[1.0]", "tune.beta_a=[0.3]", "tune.beta_b=[0.3]")
+
+# Trials that train nothing: the objective is embedding_dim / 100, and embedding_dim 16 raises.
+FAKE_TRAIN = """
+import sys
+import tfgb.train
+
+def train(config, data_dir, model_dir, progress=True):
+    if config.model.embedding_dim in FAILING:
+        raise RuntimeError(f"boom at embedding_dim {config.model.embedding_dim}")
+    return {"best_valid_objective": config.model.embedding_dim / 100, "minutes_per_epoch": 0.0}
+
+tfgb.train.train = train
+from tfgb.tune import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, *args], check=False, cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def tune_args(tmp: Path, tune_dir: Path, max_trials: int, *extra: str) -> list[str]:
+    args = ["--max-trials", str(max_trials), "--dir", str(tune_dir), "--set", f"data.cache_dir={tmp / 'cache'}"]
+    for s in (*TINY, *SPACE, *extra):
+        args += ["--set", s]
+    return args
+
+
+def read_trials(tune_dir: Path) -> list[dict]:
+    with open(tune_dir / "trials.csv", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory) -> Path:
+    """A 2-trial random search whose first run is SIGKILLed in the middle of trial 0, then resumed."""
+    tmp = tmp_path_factory.mktemp("tune")
+    tune_dir = tmp / "tune"
+    killed = run(["-m", "tfgb.tune", *tune_args(tmp, tune_dir, 2)], tmp, env={"TFGB_KILL_AT": "1:2"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert not (tune_dir / "trials" / "0" / "metrics.json").exists()
+    proc = run(["-m", "tfgb.tune", *tune_args(tmp, tune_dir, 2)], tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "already holds this search: resuming" in proc.stderr
+    return tune_dir
+
+
+def test_search_finishes_the_interrupted_trial_and_writes_results(search: Path):
+    rows = read_trials(search)
+    assert [r["trial"] for r in rows] == ["0", "1"]  # the killed trial ran again; no extra trial
+    for row in rows:
+        assert row["status"] == "completed" and row["error"] == ""
+        assert 0.0 < float(row["objective"]) <= 1.0 and math.isfinite(float(row["minutes"]))
+        assert row["model.embedding_dim"] in ("8", "16") and row["train.learning_rate"] in ("0.003", "0.01")
+    assert "model.heads" not in rows[0] and "model.dropout" not in rows[0]  # not MGBR hyper-parameters
+    assert sorted(p.name for p in (search / "trials").iterdir()) == ["0", "1"]
+    assert all((search / "trials" / t / "metrics.json").exists() for t in ("0", "1"))
+    assert (search / "trials" / "0" / "history.csv").read_text().count("\n") == 2  # header + one epoch
+
+
+def test_best_recipe_is_the_best_trial_and_trains(search: Path, tmp_path: Path):
+    import tfgb.config as cfg
+
+    rows = read_trials(search)
+    best = max(rows, key=lambda r: float(r["objective"]))
+    recipe = cfg.load(search / "best.toml")
+    assert recipe.name == "default-tuned"
+    assert recipe.model.embedding_dim == int(best["model.embedding_dim"])
+    assert recipe.train.learning_rate == float(best["train.learning_rate"])
+    proc = run(["-m", "tfgb.train", "--quiet", "--pipeline", str(search / "best.toml"), "--set", "train.epochs=1",
+                "--model-dir", str(tmp_path / "run")], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_more_trials_runs_only_the_new_ones(search: Path, tmp_path: Path):
+    tune_dir = tmp_path / "tune"
+    shutil.copytree(search, tune_dir)  # copy2 keeps the mtimes
+    before = {t: (tune_dir / "trials" / t / "metrics.json").stat().st_mtime_ns for t in ("0", "1")}
+    proc = run(["-m", "tfgb.tune", *tune_args(search.parent, tune_dir, 3)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {t: (tune_dir / "trials" / t / "metrics.json").stat().st_mtime_ns for t in ("0", "1")} == before
+    assert sorted(p.name for p in (tune_dir / "trials").iterdir()) == ["0", "1", "2"]
+    rows = read_trials(tune_dir)
+    assert [r["status"] for r in rows] == ["completed"] * 3
+    values = {(r["model.embedding_dim"], r["train.learning_rate"]) for r in rows}
+    assert len(values) == 3  # a new combination, not a repeat
+
+
+def test_failed_trial_is_reported_with_its_error(tmp_path: Path):
+    script = FAKE_TRAIN.replace("FAILING", "(16,)")
+    proc = run(["-c", script, *tune_args(tmp_path, tmp_path / "tune", 3, "tune.embedding_dim=[8,16,32]",
+                                         "tune.learning_rate=[0.01]")], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["model.embedding_dim"]: r for r in read_trials(tmp_path / "tune")}
+    assert {k: r["status"] for k, r in rows.items()} == {"8": "completed", "16": "failed", "32": "completed"}
+    assert rows["16"]["objective"] == "" and rows["16"]["error"] == "RuntimeError: boom at embedding_dim 16"
+    assert f"trial {rows['16']['trial']} failed: RuntimeError: boom at embedding_dim 16" in proc.stderr
+    assert "3 trials: 2 completed, 1 failed" in proc.stdout
+    assert "embedding_dim = 32" in (tmp_path / "tune" / "best.toml").read_text()
+
+
+def test_three_failures_in_a_row_stop_the_search(tmp_path: Path):
+    script = FAKE_TRAIN.replace("FAILING", "(8, 16, 32, 64)")
+    proc = run(["-c", script, *tune_args(tmp_path, tmp_path / "tune", 4, "tune.embedding_dim=[8,16,32,64]",
+                                         "tune.learning_rate=[0.01]")], tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    (line,) = errors(proc.stderr)  # KerasTuner prints each failed trial's traceback before it
+    assert line.startswith("error: search stopped: 3 trials in a row failed"), line
+    assert [r["status"] for r in read_trials(tmp_path / "tune")] == ["failed"] * 3
+    assert not (tmp_path / "tune" / "best.toml").exists()
+
+
+def test_bad_space_is_one_sentence(tmp_path: Path):
+    proc = run(["-m", "tfgb.tune", "--dir", str(tmp_path / "tune"), "--set", "tune.alpha=[]"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert errors(proc.stderr) == ["error: config key 'tune.alpha' is an empty list; give at least one choice"]
+    assert not (tmp_path / "tune").exists()
+
+
+def test_other_settings_in_the_same_dir_are_refused(search: Path, tmp_path: Path):
+    proc = run(["-m", "tfgb.tune", *tune_args(search.parent, search, 2, "tune.embedding_dim=[8,32]")], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = errors(proc.stderr)
+    assert "other settings" in line and "tune.embedding_dim" in line
