@@ -137,7 +137,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_xticklabels(names, rotation=30, ha="right")
     ax.set_ylabel("test MRR@10 (1:9)")
     ax.set_ylim(0, 1)
-    ax.legend()
+    ax.legend(loc="upper center", ncol=3, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")

@@ -18,11 +18,11 @@ class MFBPR(GroupBuyingModel):
 
     def __init__(self, num_users: int, num_items: int, graphs, model: ModelConfig, train: TrainConfig, **kwargs):
         super().__init__(num_users, num_items, graphs, **kwargs)
-        init = tf.keras.initializers.RandomNormal(stddev=0.1)
-        self.users = tf.keras.layers.Embedding(num_users, model.embedding_dim, embeddings_initializer=init,
-                                               name="users")
-        self.items = tf.keras.layers.Embedding(num_items, model.embedding_dim, embeddings_initializer=init,
-                                               name="items")
+        # One initializer per table: a shared unseeded instance would give both tables the same values.
+        self.users = tf.keras.layers.Embedding(num_users, model.embedding_dim, name="users",
+                                               embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.1))
+        self.items = tf.keras.layers.Embedding(num_items, model.embedding_dim, name="items",
+                                               embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.1))
         self.beta = train.beta
         self.task_a = bpr_task("loss_a")
         self.task_b = bpr_task("loss_b")
