@@ -176,10 +176,11 @@ def fit(session: Session, progress: bool = True) -> list[dict]:
 
 def final_metrics(session: Session, progress: bool = True) -> dict:
     """Restore the best checkpoint and evaluate it on the full valid and test lists."""
+    epochs = int(session.epoch.numpy())  # epochs trained, read before the best checkpoint rewinds the counter
     if not restore(session, "best"):
         restore(session, "last")
     config = session.config
-    out = {"model": config.model.name, "epochs": int(session.epoch.numpy()),
+    out = {"model": config.model.name, "epochs": epochs, "best_epoch": int(session.epoch.numpy()),
            "best_valid_objective": float(session.best.numpy())}
     for split, lists, limit in (("valid", session.data.valid_candidates, config.eval.valid_max_groups),
                                 ("test", session.data.test_candidates, config.eval.max_groups)):
