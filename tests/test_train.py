@@ -98,8 +98,17 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path: Path):
     a = json.loads((straight / "metrics.json").read_text())
     b = json.loads((resumed / "metrics.json").read_text())
     assert a["test"] == b["test"] and a["valid"] == b["valid"]
-    assert (straight / "history.csv").read_text().splitlines()[1:][-1].split(",")[:6] == \
-        (resumed / "history.csv").read_text().splitlines()[1:][-1].split(",")[:6]
+    straight_rows = [r.split(",") for r in (straight / "history.csv").read_text().splitlines()]
+    resumed_rows = [r.split(",") for r in (resumed / "history.csv").read_text().splitlines()]
+    header = straight_rows[0]
+    assert len(straight_rows) == len(resumed_rows) == 1 + 3
+    for got, want in zip(resumed_rows[1:], straight_rows[1:]):
+        for key, g, w in zip(header, got, want):
+            if key.startswith("valid_"):
+                assert g == w, key  # validation metrics: identical
+            elif key.startswith(("loss", "aux_")):
+                # Keras' running epoch mean of a loss can differ in its last bits (3e-8 measured).
+                assert float(g) == pytest.approx(float(w), rel=1e-6), key
 
 
 def test_changed_recipe_is_refused_but_more_epochs_resume(tmp_path: Path):
