@@ -23,7 +23,8 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.5", "requests>=2.31"],
+        # the tests drive the local REST server too, so they need the serve extra's packages
+        "test": ["pytest>=8", "ruff>=0.5", "requests>=2.31", "waitress==3.0.2"],
         "serve": ["waitress==3.0.2", "tensorflow-serving-api==2.21.0"],
     },
 )
