@@ -79,34 +79,29 @@ def build(config: Config, num_users: int, num_items: int, graphs: dict) -> Any:
     return _BUILDERS[base](config, num_users, num_items, graphs)
 
 
+# Built-in builders: name -> (module, class, extra constructor arguments), imported on first use.
+_BUILTIN: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "mgbr": ("tfgb.models.mgbr", "MGBR", {}),
+    "mf-bpr": ("tfgb.models.mf", "MFBPR", {}),
+    "mamgbr": ("tfgb.models.mamgbr", "MAMGBR", {}),
+    "mamgbr-mh": ("tfgb.models.mamgbr", "MAMGBR", {"attention": False}),
+    "lightgcn": ("tfgb.models.lightgcn", "LightGCN", {}),
+    "ngcf": ("tfgb.models.ngcf", "NGCF", {}),
+    "gbmf": ("tfgb.models.gbmf", "GBMF", {}),
+    "popularity": ("tfgb.models.popularity", "Popularity", {}),
+}
+
+
 def _load_builtin() -> None:
-    if "mgbr" not in _BUILDERS:
-        from tfgb.models.mgbr import MGBR
+    import importlib
 
-        _BUILDERS["mgbr"] = lambda c, u, i, g: MGBR(u, i, g, c.model, c.train, name="mgbr")
-    if "mf-bpr" not in _BUILDERS:
-        from tfgb.models.mf import MFBPR
-
-        _BUILDERS["mf-bpr"] = lambda c, u, i, g: MFBPR(u, i, g, c.model, c.train, name="mf_bpr")
-    if "mamgbr" not in _BUILDERS:
-        from tfgb.models.mamgbr import MAMGBR
-
-        _BUILDERS["mamgbr"] = lambda c, u, i, g: MAMGBR(u, i, g, c.model, c.train, name="mamgbr")
-        _BUILDERS["mamgbr-mh"] = lambda c, u, i, g: MAMGBR(u, i, g, c.model, c.train, attention=False,
-                                                           name="mamgbr")
-    if "lightgcn" not in _BUILDERS:
-        from tfgb.models.lightgcn import LightGCN
-
-        _BUILDERS["lightgcn"] = lambda c, u, i, g: LightGCN(u, i, g, c.model, c.train, name="lightgcn")
-    if "ngcf" not in _BUILDERS:
-        from tfgb.models.ngcf import NGCF
-
-        _BUILDERS["ngcf"] = lambda c, u, i, g: NGCF(u, i, g, c.model, c.train, name="ngcf")
-    if "gbmf" not in _BUILDERS:
-        from tfgb.models.gbmf import GBMF
-
-        _BUILDERS["gbmf"] = lambda c, u, i, g: GBMF(u, i, g, c.model, c.train, name="gbmf")
-    if "popularity" not in _BUILDERS:
-        from tfgb.models.popularity import Popularity
-
-        _BUILDERS["popularity"] = lambda c, u, i, g: Popularity(u, i, g, c.train, name="popularity")
+    for name, (module, cls_name, extra) in _BUILTIN.items():
+        if name in _BUILDERS:
+            continue
+        cls = getattr(importlib.import_module(module), cls_name)
+        model_name = name.replace("-", "_")
+        if cls_name == "Popularity":  # no model hyper-parameters
+            _BUILDERS[name] = lambda c, u, i, g, cls=cls, n=model_name: cls(u, i, g, c.train, name=n)
+        else:
+            _BUILDERS[name] = (lambda c, u, i, g, cls=cls, n=model_name, extra=extra:
+                               cls(u, i, g, c.model, c.train, name=n, **extra))
