@@ -49,3 +49,17 @@ class GroupBuyingModel(tfrs.Model):
                            candidates: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Task B logits s(p|u,i): ``initiator`` [B], ``item`` [B], ``candidates`` [B, C] users -> [B, C]."""
         raise NotImplementedError
+
+    def bpr_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """``L_A + beta * L_B`` (BPR, Eq. 19 of MGBR) on one stream batch, through ``score_*``.
+
+        For models with ``task_a``, ``task_b`` (BPR tasks) and ``beta``: the baselines.
+        """
+        emb = self.propagate(training)
+        u = inputs["initiator"]
+        items = tf.stack([inputs["item"], inputs["neg_item"]], 1)
+        users = tf.stack([inputs["participant"], inputs["neg_participant"]], 1)
+        dummy = tf.zeros_like(u, tf.float32)
+        loss = self.task_a(dummy, self.score_items(emb, u, items, training), training=training)
+        return loss + self.beta * self.task_b(dummy, self.score_participants(emb, u, None, users, training),
+                                              training=training)

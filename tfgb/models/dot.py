@@ -53,7 +53,7 @@ def user_item_graph(graphs: Mapping[str, tf.sparse.SparseTensor], num_users: int
 
 
 class DotProductModel(GroupBuyingModel):
-    """Base of LightGCN and NGCF: dot-product scores for both tasks and BPR training.
+    """Base of MF-BPR, LightGCN and NGCF: dot-product scores for both tasks and BPR training.
 
     Subclasses implement ``propagate`` returning ``users_i`` = ``users_p`` [U, D] and
     ``items`` [I, D].
@@ -81,11 +81,4 @@ class DotProductModel(GroupBuyingModel):
 
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """``L_A + beta * L_B`` (BPR, Eq. 19 of MGBR) on one batch of the training stream."""
-        emb = self.propagate(training)
-        u = inputs["initiator"]
-        items = tf.stack([inputs["item"], inputs["neg_item"]], 1)
-        users = tf.stack([inputs["participant"], inputs["neg_participant"]], 1)
-        dummy = tf.zeros_like(u, tf.float32)
-        loss = self.task_a(dummy, self.score_items(emb, u, items, training), training=training)
-        return loss + self.beta * self.task_b(dummy, self.score_participants(emb, u, None, users, training),
-                                              training=training)
+        return self.bpr_loss(inputs, training)

@@ -97,11 +97,4 @@ class Popularity(GroupBuyingModel):
 
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """BPR losses of the fixed scores (logged; there is nothing to train)."""
-        emb = self.propagate(training)
-        u = inputs["initiator"]
-        items = tf.stack([inputs["item"], inputs["neg_item"]], 1)
-        users = tf.stack([inputs["participant"], inputs["neg_participant"]], 1)
-        dummy = tf.zeros_like(u, tf.float32)
-        loss = self.task_a(dummy, self.score_items(emb, u, items, training), training=training)
-        return loss + self.beta * self.task_b(dummy, self.score_participants(emb, u, None, users, training),
-                                              training=training)
+        return self.bpr_loss(inputs, training)
