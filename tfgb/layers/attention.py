@@ -50,29 +50,11 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfgb.layers.mtl import Rows
+from tfgb.layers.mtl import Rows, mix_experts, project
 
 __all__ = ["AttentionExperts", "MultiHeadTaskBlock", "SoftmaxGate"]
 
 _TASKS = ("a", "b")
-
-
-def project(x: tf.Tensor | Rows, kernels: Sequence[tf.Tensor]) -> list[tf.Tensor]:
-    """``[x @ kernel for kernel in kernels]`` with one matmul.
-
-    Args:
-        x: Rows [N, width], dense or as :class:`~tfgb.layers.mtl.Rows` (distinct entities [M, width]
-            and an index [N]: each entity is projected once, then gathered).
-        kernels: Matrices [width, c_j].
-
-    Returns:
-        One [N, c_j] projection per kernel.
-    """
-    table = x.table if isinstance(x, Rows) else x
-    out = tf.matmul(table, kernels[0] if len(kernels) == 1 else tf.concat(list(kernels), axis=1))
-    if isinstance(x, Rows):
-        out = tf.gather(out, x.index)
-    return [out] if len(kernels) == 1 else tf.split(out, [int(k.shape[1]) for k in kernels], axis=1)
 
 
 @tf.keras.utils.register_keras_serializable(package="tfgb")
@@ -314,20 +296,6 @@ class SoftmaxGate(tf.keras.layers.Layer):
         return config
 
 
-def _mix(weights: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:
-    """sum_j weights[n, j] * experts[n, j, :] over the concatenated expert groups.
-
-    Args:
-        weights: Mixing weights [N, G*K].
-        groups: G expert outputs, each [N, K, d].
-
-    Returns:
-        Gate output [N, d].
-    """
-    experts = groups[0] if len(groups) == 1 else tf.concat(list(groups), axis=1)
-    return tf.einsum("nj,njd->nd", weights, experts)
-
-
 @tf.keras.utils.register_keras_serializable(package="tfgb")
 class MultiHeadTaskBlock(tf.keras.layers.Layer):
     """MAMGBR's multi-task block: attention experts and softmax gates for tasks A, B and S.
@@ -540,18 +508,18 @@ class MultiHeadTaskBlock(tf.keras.layers.Layer):
             for task in run:
                 own = experts[task]
                 other = experts["s"] if self.shared else own
-                out = _mix(gates[task], [own, other] if self.shared else [own])  # generic gate, Eq. 10 / 13 of MGBR
+                out = mix_experts(gates[task], [own, other] if self.shared else [own])  # generic gate, Eq. 10 / 13 of MGBR
                 if self.alpha != 0.0:
                     ui_group, pair_group = (own, other) if task == "a" else (other, own)
                     adjusted = {pair: block[f"gate_{task}_{pair}"].from_projection(
                         projected[(layer, f"gate_{task}_{pair}", 0)] + projected[(layer, f"gate_{task}_{pair}", 1)])
                         for pair in ("ui", "ip", "up")}
                     out += self.alpha * (  # adjusted gates, Eq. 11-13 of MGBR
-                        _mix(adjusted["ui"], [ui_group]) + _mix(adjusted["ip"], [pair_group])
-                        + _mix(adjusted["up"], [pair_group]))
+                        mix_experts(adjusted["ui"], [ui_group]) + mix_experts(adjusted["ip"], [pair_group])
+                        + mix_experts(adjusted["up"], [pair_group]))
                 new[task] = out
             if "s" in gates:  # g^L_S feeds nothing at the last layer
-                new["s"] = _mix(gates["s"], [experts["a"], experts["s"], experts["b"]])  # Eq. 14 of MGBR
+                new["s"] = mix_experts(gates["s"], [experts["a"], experts["s"], experts["b"]])  # Eq. 14 of MGBR
             g.update(new)
         return {task: g[task] for task in tasks}
 

@@ -69,7 +69,25 @@ def materialize(x: tf.Tensor | Rows) -> tf.Tensor:
     return tf.gather(x.table, x.index) if isinstance(x, Rows) else x
 
 
-def _mix(weights: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:
+def project(x: tf.Tensor | Rows, kernels: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+    """``[x @ kernel for kernel in kernels]`` with one matmul.
+
+    Args:
+        x: Rows [N, width], dense or as :class:`Rows` (distinct entities [M, width]
+            and an index [N]: each entity is projected once, then gathered).
+        kernels: Matrices [width, c_j].
+
+    Returns:
+        One [N, c_j] projection per kernel.
+    """
+    table = x.table if isinstance(x, Rows) else x
+    out = tf.matmul(table, kernels[0] if len(kernels) == 1 else tf.concat(list(kernels), axis=1))
+    if isinstance(x, Rows):
+        out = tf.gather(out, x.index)
+    return [out] if len(kernels) == 1 else tf.split(out, [int(k.shape[1]) for k in kernels], axis=1)
+
+
+def mix_experts(weights: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:
     """Weighted sum of stacked expert groups, one weight vector per row.
 
     Args:
@@ -79,9 +97,8 @@ def _mix(weights: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:
     Returns:
         sum_g sum_k weights[n, g*K + k] * groups[g][n, k, :], shape [N, d].
     """
-    chunks = tf.split(weights, len(groups), axis=-1)
-    out = [tf.einsum("nk,nkd->nd", w, e) for w, e in zip(chunks, groups)]
-    return tf.add_n(out)
+    experts = groups[0] if len(groups) == 1 else tf.concat(list(groups), axis=1)
+    return tf.einsum("nj,njd->nd", weights, experts)
 
 
 @tf.keras.utils.register_keras_serializable(package="tfgb")
@@ -185,7 +202,7 @@ class MultiTaskBlock(tf.keras.layers.Layer):
     def _gate(self, logits: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:
         """Mix expert groups with per-row weights: softmax-normalised (attention) or raw."""
         weights = tf.nn.softmax(logits, axis=-1) if self.gate_softmax else logits
-        return _mix(weights, groups)
+        return mix_experts(weights, groups)
 
     def _reshape_experts(self, out: tf.Tensor) -> tf.Tensor:
         """All K experts of one group from one matmul's output (Eq. 7-9): [N, K*dim] -> [N, K, dim]."""
@@ -221,13 +238,7 @@ class MultiTaskBlock(tf.keras.layers.Layer):
                             plan[part].append(((layer, name), weights[name][j * w:(j + 1) * w]))
         out: dict[tuple[int, str], tf.Tensor] = {}
         for part, entries in plan.items():
-            x = parts[part]
-            kernel = tf.concat([k for _, k in entries], axis=1)
-            if isinstance(x, Rows):
-                y = tf.gather(tf.matmul(x.table, kernel), x.index)
-            else:
-                y = tf.matmul(x, kernel)
-            pieces = tf.split(y, [int(k.shape[1]) for _, k in entries], axis=1)
+            pieces = project(parts[part], [k for _, k in entries])
             for (key, _), piece in zip(entries, pieces):
                 out[key] = out[key] + piece if key in out else piece
         return out
