@@ -80,20 +80,25 @@ def test_variants_train_and_evaluate(variant: str, tmp_path: Path):
 SMALL = ("train.epochs=3", "data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150")
 
 
-def test_killed_run_resumes_and_matches_uninterrupted(tmp_path: Path):
+@pytest.mark.parametrize("per_epoch, kill_at, kept", [(1, "2:3", 1), (2, "2:6", 3)])
+def test_killed_run_resumes_and_matches_uninterrupted(per_epoch: int, kill_at: str, kept: int, tmp_path: Path):
     strict = {"TFGB_DETERMINISTIC": "1"}  # bit-identical kernels even when other processes load the CPU
+    recipe = (*SMALL, f"train.evals_per_epoch={per_epoch}")
     straight = tmp_path / "straight"
-    proc = run(train_args(straight, *SMALL), tmp_path, env=strict)
+    proc = run(train_args(straight, *recipe), tmp_path, env=strict)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     resumed = tmp_path / "resumed"
-    proc = run(train_args(resumed, *SMALL), tmp_path, env={"TFGB_KILL_AT": "2:3", **strict})
+    proc = run(train_args(resumed, *recipe), tmp_path, env={"TFGB_KILL_AT": kill_at, **strict})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    # Killed in epoch 2: epoch 1 is complete and checkpointed, nothing of epoch 2 is.
-    assert len((resumed / "history.csv").read_text().splitlines()) == 1 + 1
+    # One validation per epoch, killed at batch 3 of epoch 2: epoch 1 is complete and checkpointed,
+    # nothing of epoch 2 is. Two per epoch (8 batches: parts of 4 and 4), killed at batch 6 of
+    # epoch 2: epoch 1 and the first half of epoch 2 are kept, only batches 5-6 of epoch 2 are lost.
+    rows = (resumed / "history.csv").read_text().splitlines()
+    assert len(rows) == 1 + kept
     assert not (resumed / "metrics.json").exists()
 
-    proc = run(train_args(resumed, *SMALL), tmp_path, env=strict)
+    proc = run(train_args(resumed, *recipe), tmp_path, env=strict)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = json.loads((straight / "metrics.json").read_text())
     b = json.loads((resumed / "metrics.json").read_text())
@@ -101,7 +106,7 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path: Path):
     straight_rows = [r.split(",") for r in (straight / "history.csv").read_text().splitlines()]
     resumed_rows = [r.split(",") for r in (resumed / "history.csv").read_text().splitlines()]
     header = straight_rows[0]
-    assert len(straight_rows) == len(resumed_rows) == 1 + 3
+    assert len(straight_rows) == len(resumed_rows) == 1 + 3 * per_epoch
     for got, want in zip(resumed_rows[1:], straight_rows[1:]):
         for key, g, w in zip(header, got, want):
             if key.startswith("valid_"):

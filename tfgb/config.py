@@ -84,6 +84,7 @@ class TrainConfig:
     seed: int = 1
     deterministic: bool = True  # op determinism + one inter-op thread: bit-identical reruns and resumes
     valid_max_groups: int = 1000  # seeded subsample for per-epoch validation; 0 = all
+    evals_per_epoch: int = 1  # validate (and keep the best / last checkpoint) this many times per epoch
 
 
 @dataclasses.dataclass
@@ -253,7 +254,7 @@ def validate(config: Config) -> None:
             raise ConfigError(f"config key 'model.{key}' must be at least 1")
     if config.model.embedding_dim % 1:
         raise ConfigError("config key 'model.embedding_dim' must be an integer")
-    for key in ("epochs", "batch_size", "aux_size"):
+    for key in ("epochs", "batch_size", "aux_size", "evals_per_epoch"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}' must be at least 1")
     if config.train.learning_rate <= 0:

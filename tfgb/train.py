@@ -111,8 +111,11 @@ def _build_variables(session: Session) -> None:
     session.model.reset_metrics()
 
 
-def _fault_injection(epoch: int) -> list[tf.keras.callbacks.Callback]:
+def _fault_injection(epoch: int, first: int = 0, count: int | None = None) -> list[tf.keras.callbacks.Callback]:
     """Testing hook: ``TFGB_KILL_AT=EPOCH:BATCH`` SIGKILLs the process at that (1-based) epoch and batch.
+
+    ``first`` and ``count`` are the batches of the epoch that this ``fit`` call trains (one
+    validation segment); BATCH counts from the start of the epoch.
 
     The kill is as abrupt as a power cut or an OOM kill: nothing is flushed or cleaned up. The
     resume test uses it to interrupt a run deterministically, mid-epoch.
@@ -121,39 +124,57 @@ def _fault_injection(epoch: int) -> list[tf.keras.callbacks.Callback]:
     if not spec:
         return []
     kill_epoch, kill_batch = (int(x) for x in spec.split(":"))
-    if kill_epoch != epoch + 1:
+    if kill_epoch != epoch + 1 or kill_batch <= first or (count is not None and kill_batch > first + count):
         return []
 
     class Kill(tf.keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            if batch + 1 >= kill_batch:
+            if first + batch + 1 >= kill_batch:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     return [Kill()]
 
 
+def _epoch_label(segments: int, per_epoch: int) -> int | float:
+    """Completed validation segments as epochs: 3 of 4 per epoch -> 0.75; whole epochs stay ints."""
+    return segments // per_epoch if segments % per_epoch == 0 else round(segments / per_epoch, 3)
+
+
 def fit(session: Session, progress: bool = True) -> list[dict]:
-    """Train the remaining epochs; returns the history rows (one per completed epoch)."""
+    """Train the remaining epochs; returns the history rows (one per validation).
+
+    Each epoch is cut into ``train.evals_per_epoch`` consecutive segments of its batches; after each
+    segment the model is validated, the best checkpoint kept and the last one written, so a killed
+    run loses at most one segment. ``session.epoch`` counts completed segments.
+    """
     config, run, model = session.config, session.run, session.model
+    per_epoch = config.train.evals_per_epoch
     _build_variables(session)
     managers = {name: tf.train.CheckpointManager(session.checkpoint, str(path), max_to_keep=1)
                 for name, path in (("last", run.last), ("best", run.best))}
     if restore(session, "last"):
-        log.info("resuming %s after epoch %d", run.path, int(session.epoch.numpy()))
+        log.info("resuming %s after epoch %s", run.path, _epoch_label(int(session.epoch.numpy()), per_epoch))
     history = run.read_history()[: int(session.epoch.numpy())]
-    for epoch in range(int(session.epoch.numpy()), config.train.epochs):
+    for segment in range(int(session.epoch.numpy()), config.train.epochs * per_epoch):
+        epoch, part = divmod(segment, per_epoch)
         start = time.perf_counter()
-        if progress:
-            print(f"Epoch {epoch + 1}/{config.train.epochs}", file=sys.stderr)
         stream = session.data.training_stream(config.train)
-        dataset = stream.dataset(epoch).apply(tf.data.experimental.assert_cardinality(stream.num_batches))
-        fit_logs = model.fit(dataset, epochs=1, verbose=(1 if progress else 0), callbacks=_fault_injection(epoch)
+        bounds = [stream.num_batches * k // per_epoch for k in range(per_epoch + 1)]
+        first, count = bounds[part], bounds[part + 1] - bounds[part]
+        if progress:
+            where = f" (part {part + 1}/{per_epoch})" if per_epoch > 1 else ""
+            print(f"Epoch {epoch + 1}/{config.train.epochs}{where}", file=sys.stderr)
+        dataset = stream.dataset(epoch)
+        if per_epoch > 1:
+            dataset = dataset.skip(first).take(count)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
+        fit_logs = model.fit(dataset, epochs=1, verbose=(1 if progress else 0), callbacks=_fault_injection(epoch, first, count)
                              ).history
         train_seconds = time.perf_counter() - start
         valid = evaluate(model, session.data.valid_candidates, ks=[10], batch_size=config.eval.batch_size,
                          max_groups=config.train.valid_max_groups, seed=config.train.seed)
         score = objective(valid)
-        row = {"epoch": epoch + 1}
+        row = {"epoch": _epoch_label(segment + 1, per_epoch)}
         row.update({k: float(v[-1]) for k, v in fit_logs.items() if k.startswith(("loss_", "aux_")) or k == "loss"})
         row.update({f"valid_{task}_mrr@10": valid[task]["mrr@10"] for task in ("a", "b")})
         row.update({"valid_objective": score, "train_seconds": round(train_seconds, 2),
@@ -161,12 +182,12 @@ def fit(session: Session, progress: bool = True) -> list[dict]:
         improved = score > float(session.best.numpy())
         if improved:
             session.best.assign(score)
-        session.epoch.assign(epoch + 1)
+        session.epoch.assign(segment + 1)
         if improved:
-            managers["best"].save(checkpoint_number=epoch + 1)
+            managers["best"].save(checkpoint_number=segment + 1)
         history.append(row)
         run.write_history(history)
-        managers["last"].save(checkpoint_number=epoch + 1)
+        managers["last"].save(checkpoint_number=segment + 1)
         if progress:
             print(f"  valid mrr@10  task A {row['valid_a_mrr@10']:.4f}  task B {row['valid_b_mrr@10']:.4f}"
                   f"  objective {score:.4f}{'  (best)' if improved else ''}  [{row['seconds']:.1f} s]",
@@ -176,11 +197,14 @@ def fit(session: Session, progress: bool = True) -> list[dict]:
 
 def final_metrics(session: Session, progress: bool = True) -> dict:
     """Restore the best checkpoint and evaluate it on the full valid and test lists."""
-    epochs = int(session.epoch.numpy())  # epochs trained, read before the best checkpoint rewinds the counter
+    config = session.config
+    per_epoch = config.train.evals_per_epoch
+    # Epochs trained, read before the best checkpoint rewinds the counter of completed segments.
+    epochs = _epoch_label(int(session.epoch.numpy()), per_epoch)
     if not restore(session, "best"):
         restore(session, "last")
-    config = session.config
-    out = {"model": config.model.name, "epochs": epochs, "best_epoch": int(session.epoch.numpy()),
+    out = {"model": config.model.name, "epochs": epochs,
+           "best_epoch": _epoch_label(int(session.epoch.numpy()), per_epoch),
            "best_valid_objective": float(session.best.numpy())}
     for split, lists, limit in (("valid", session.data.valid_candidates, config.eval.valid_max_groups),
                                 ("test", session.data.test_candidates, config.eval.max_groups)):
@@ -201,7 +225,8 @@ def train(config: cfg.Config, data_dir: str | None, model_dir: str | Path, progr
     history = fit(session, progress)
     metrics = final_metrics(session, progress)
     seconds = [row["train_seconds"] for row in history if "train_seconds" in row]
-    metrics["minutes_per_epoch"] = round(sum(seconds) / len(seconds) / 60, 3) if seconds else None
+    epochs = len(seconds) / config.train.evals_per_epoch
+    metrics["minutes_per_epoch"] = round(sum(seconds) / epochs / 60, 3) if seconds else None
     run.write_metrics(metrics)
     return metrics
 
