@@ -26,6 +26,8 @@ def test_overrides_are_typed():
     ("model.embedding_dim=1.5", ["model.embedding_dim", "integer"]),
     ("model.shared_experts=3", ["model.shared_experts", "true or false"]),
     ("train.epochs=0", ["train.epochs"]),
+    ("train.evals_per_epoch=0", ["train.evals_per_epoch"]),
+    ("model.init_std=0", ["model.init_std", "positive"]),
     ("model=3", ["section"]),
     ("novalue", ["key=value"]),
 ])

@@ -59,13 +59,14 @@ def test_gcn_view_zero_layers_is_the_table() -> None:
     np.testing.assert_array_equal(out.numpy(), layer.get_weights()[0])
 
 
-def test_gcn_view_table_is_standard_normal() -> None:
+@pytest.mark.parametrize("init_std", [1.0, 0.1])
+def test_gcn_view_table_is_normal_with_the_given_std(init_std: float) -> None:
     tf.keras.utils.set_random_seed(0)
-    layer = GCNView(num_nodes=2000, dim=16, num_layers=1)
+    layer = GCNView(num_nodes=2000, dim=16, num_layers=1, init_std=init_std)
     layer.build(None)
     table = layer.get_weights()[0]
-    assert abs(table.mean()) < 0.02
-    assert abs(table.std() - 1.0) < 0.02
+    assert abs(table.mean()) < 0.02 * init_std
+    assert abs(table.std() - init_std) < 0.02 * init_std
 
 
 def test_gcn_view_config_round_trip() -> None:

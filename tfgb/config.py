@@ -63,6 +63,7 @@ class ModelConfig:
     graph: str = "multi"  # "multi" (three views) or "hetero" (MGBR-D)
     standardize: bool = True  # standardize each GCN output column over all nodes before the experts
     gate_softmax: bool = True  # gates as attention (softmax over experts); false = raw linear weights
+    init_std: float = 1.0  # std of the initial GCN embedding tables X^0 (the paper: N(0, 1))
     mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [32])
     heads: int = 8  # MAMGBR attention heads
     dropout: float = 0.1
@@ -259,6 +260,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"config key 'train.{key}' must be at least 1")
     if config.train.learning_rate <= 0:
         raise ConfigError("config key 'train.learning_rate' must be positive")
+    if config.model.init_std <= 0:
+        raise ConfigError("config key 'model.init_std' must be positive")
     if not 0 <= config.model.dropout < 1:
         raise ConfigError("config key 'model.dropout' must be in [0, 1)")
 

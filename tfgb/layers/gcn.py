@@ -27,7 +27,7 @@ _MODES = ("multi", "hetero")
 class GCNView(tf.keras.layers.Layer):
     """GCN over one graph with its own N(0, 1) embedding table (Eq. 1-3 of MGBR).
 
-    X^0 is a trainable table [num_nodes, dim] drawn from N(0, 1); each of the `num_layers`
+    X^0 is a trainable table [num_nodes, dim] drawn from N(0, init_std^2) (the paper: N(0, 1)); each of the `num_layers`
     layers computes `X^l = sigmoid(Â X^{l-1} W^{l-1})` with W^{l-1} [dim, dim] (Glorot
     uniform, no bias). The output is the last layer, X^H; with `num_layers=0` it is X^0.
 
@@ -40,6 +40,7 @@ class GCNView(tf.keras.layers.Layer):
         num_layers: Number of propagation layers H (>= 0).
         symmetric: Whether the adjacencies passed to `call` are symmetric (see
             `sparse_matmul`); normalized adjacencies of undirected graphs are.
+        init_std: Standard deviation of the initial table X^0.
         **kwargs: Base `Layer` arguments (name, dtype, ...).
     """
 
@@ -49,6 +50,7 @@ class GCNView(tf.keras.layers.Layer):
         dim: int,
         num_layers: int,
         symmetric: bool = True,
+        init_std: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -61,13 +63,14 @@ class GCNView(tf.keras.layers.Layer):
         self.dim = int(dim)
         self.num_layers = int(num_layers)
         self.symmetric = bool(symmetric)
+        self.init_std = float(init_std)
 
     def build(self, input_shape: Any = None) -> None:
         """Creates X^0 [num_nodes, dim] and W^0..W^{H-1} [dim, dim]."""
         self.embeddings = self.add_weight(
             name="embeddings",
             shape=(self.num_nodes, self.dim),
-            initializer=tf.keras.initializers.RandomNormal(0.0, 1.0),
+            initializer=tf.keras.initializers.RandomNormal(0.0, self.init_std),
         )
         self.kernels = [
             self.add_weight(
@@ -100,6 +103,7 @@ class GCNView(tf.keras.layers.Layer):
             dim=self.dim,
             num_layers=self.num_layers,
             symmetric=self.symmetric,
+            init_std=self.init_std,
         )
         return config
 
@@ -131,6 +135,7 @@ class MultiViewGCN(tf.keras.layers.Layer):
         dim: Per-view embedding width d; outputs are 2d wide.
         num_layers: GCN layers H per view.
         mode: "multi" (three views) or "hetero" (one graph).
+        init_std: Standard deviation of every view's initial table X^0.
         **kwargs: Base `Layer` arguments.
     """
 
@@ -141,6 +146,7 @@ class MultiViewGCN(tf.keras.layers.Layer):
         dim: int,
         num_layers: int,
         mode: str = "multi",
+        init_std: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -151,6 +157,7 @@ class MultiViewGCN(tf.keras.layers.Layer):
         self.dim = int(dim)
         self.num_layers = int(num_layers)
         self.mode = mode
+        self.init_std = float(init_std)
         nodes = self.num_users + self.num_items
         # A list, not a dict: Keras orders a dict's layers by key, and the weight order
         # (ui, pi, up) is documented.
@@ -158,12 +165,12 @@ class MultiViewGCN(tf.keras.layers.Layer):
             self.graph_keys: tuple[str, ...] = ("ui", "pi", "up")
             sizes = (nodes, nodes, self.num_users)
             self.views = [
-                GCNView(size, self.dim, self.num_layers, name=key)
+                GCNView(size, self.dim, self.num_layers, init_std=self.init_std, name=key)
                 for key, size in zip(self.graph_keys, sizes)
             ]
         else:
             self.graph_keys = ("hetero",)
-            self.views = [GCNView(nodes, 2 * self.dim, self.num_layers, name="hetero")]
+            self.views = [GCNView(nodes, 2 * self.dim, self.num_layers, init_std=self.init_std, name="hetero")]
 
     def build(self, input_shape: Any = None) -> None:
         """Builds the per-view GCNs (tables and kernels)."""
@@ -209,5 +216,6 @@ class MultiViewGCN(tf.keras.layers.Layer):
             dim=self.dim,
             num_layers=self.num_layers,
             mode=self.mode,
+            init_std=self.init_std,
         )
         return config
