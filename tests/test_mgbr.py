@@ -20,9 +20,10 @@ def data(tmp_path_factory):
     return config, prepare(config)
 
 
-def build(data, name="mgbr"):
+def build(data, name="mgbr", *sets):
     config, prepared = data
-    config = models.resolve(load(None, SMALL + [f"model.name={name}", f"data.cache_dir={prepared.cache_path}"]))
+    config = models.resolve(load(None, SMALL + [f"model.name={name}", f"data.cache_dir={prepared.cache_path}",
+                                                *sets]))
     tf.keras.utils.set_random_seed(3)
     model = models.build(config, prepared.num_users, prepared.num_items, prepared.graphs())
     batch = next(iter(prepared.training_dataset(config.train, epoch=0)))
@@ -80,3 +81,19 @@ def test_variants_change_the_architecture(data):
     d_model, _ = build(data, "mgbr-d")
     assert [view.name for view in d_model.gcn.views] == ["hetero"]
     assert [view.name for view in full.gcn.views] == ["ui", "pi", "up"]
+
+
+def test_embedding_dropout_only_when_training(data):
+    model, prepared = build(data, "mgbr", "model.embedding_dropout=0.5")
+    config = load(None, SMALL)
+    batch = next(iter(prepared.training_dataset(config.train, epoch=0)))
+    # Training: a fresh mask per call, so the loss moves; inference: no dropout at all.
+    losses = {round(float(model.compute_loss(batch, training=True)), 6) for _ in range(3)}
+    assert len(losses) == 3
+    assert float(model.compute_loss(batch, training=False)) == float(model.compute_loss(batch, training=False))
+    plain, _ = build(data, "mgbr")
+    plain.set_weights(model.get_weights())
+    assert float(plain.compute_loss(batch, training=False)) == pytest.approx(
+        float(model.compute_loss(batch, training=False)), abs=1e-6)
+    plain_losses = {round(float(plain.compute_loss(batch, training=True)), 6) for _ in range(3)}
+    assert len(plain_losses) == 1

@@ -64,6 +64,7 @@ class ModelConfig:
     standardize: bool = True  # standardize each GCN output column over all nodes before the experts
     gate_softmax: bool = True  # gates as attention (softmax over experts); false = raw linear weights
     init_std: float = 1.0  # std of the initial GCN embedding tables X^0 (the paper: N(0, 1))
+    embedding_dropout: float = 0.0  # MGBR: dropout on e_u, e_i, e_p when training (per entity of a batch)
     mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [32])
     heads: int = 8  # MAMGBR attention heads
     dropout: float = 0.1
@@ -262,8 +263,9 @@ def validate(config: Config) -> None:
         raise ConfigError("config key 'train.learning_rate' must be positive")
     if config.model.init_std <= 0:
         raise ConfigError("config key 'model.init_std' must be positive")
-    if not 0 <= config.model.dropout < 1:
-        raise ConfigError("config key 'model.dropout' must be in [0, 1)")
+    for key in ("dropout", "embedding_dropout"):
+        if not 0 <= getattr(config.model, key) < 1:
+            raise ConfigError(f"config key 'model.{key}' must be in [0, 1)")
 
 
 def load(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -90,6 +90,10 @@ def project(x: tf.Tensor | Rows, kernels: Sequence[tf.Tensor]) -> list[tf.Tensor
 def mix_experts(weights: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:
     """Weighted sum of stacked expert groups, one weight vector per row.
 
+    Each group is mixed by its own slice of the weights and the results are added, so the groups
+    are never concatenated: a concatenation would copy every expert output of the batch
+    ([N, G*K, d]) and keep the copy alive for the backward pass.
+
     Args:
         weights: Mixing weights [N, G*K], the K weights of group g in columns g*K..(g+1)*K-1.
         groups: G expert outputs, each [N, K, d].
@@ -97,8 +101,15 @@ def mix_experts(weights: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:
     Returns:
         sum_g sum_k weights[n, g*K + k] * groups[g][n, k, :], shape [N, d].
     """
-    experts = groups[0] if len(groups) == 1 else tf.concat(list(groups), axis=1)
-    return tf.einsum("nj,njd->nd", weights, experts)
+    if len(groups) == 1:
+        return tf.einsum("nk,nkd->nd", weights, groups[0])
+    slices = tf.split(weights, [int(g.shape[1]) if g.shape[1] is not None else tf.shape(g)[1] for g in groups],
+                      axis=1)
+    out = None
+    for w, group in zip(slices, groups):
+        term = tf.einsum("nk,nkd->nd", w, group)
+        out = term if out is None else out + term
+    return out
 
 
 @tf.keras.utils.register_keras_serializable(package="tfgb")

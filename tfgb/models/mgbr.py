@@ -46,6 +46,7 @@ class MGBR(GroupBuyingModel):
         self.mtl = self._make_block(model)
         self.head_a = PredictionHead(model.mlp_hidden, name="head_a")
         self.head_b = PredictionHead(model.mlp_hidden, name="head_b")
+        self.embedding_dropout = tf.keras.layers.Dropout(model.embedding_dropout, name="embedding_dropout")
         self.task_a = bpr_task("loss_a")
         self.task_b = bpr_task("loss_b")
         if self.aux_losses:
@@ -139,8 +140,12 @@ class MGBR(GroupBuyingModel):
             u_idx += [rep, rep]
             i_idx += [2 * b + flat, rep]  # T^I: (u, i', p); T^P: (u, i, p')
             p_idx += [1 + rep, 1 + 2 * b + flat]
-        g = self._block(Rows(users, tf.concat(u_idx, 0)), Rows(tf.concat(items, 0), tf.concat(i_idx, 0)),
-                        Rows(tf.concat(parts, 0), tf.concat(p_idx, 0)), training)
+        # model.embedding_dropout: one mask per gathered embedding, shared by every row that refers to it
+        # (e.g. an initiator's mask by all 4 + 2|T| rows of its triple).
+        users, items, parts = (self.embedding_dropout(x, training=training)
+                               for x in (users, tf.concat(items, 0), tf.concat(parts, 0)))
+        g = self._block(Rows(users, tf.concat(u_idx, 0)), Rows(items, tf.concat(i_idx, 0)),
+                        Rows(parts, tf.concat(p_idx, 0)), training)
 
         logit_a = self._logit(self.head_a, g["a"][: 2 * b], training)
         logit_b = self._logit(self.head_b, g["b"][2 * b: 4 * b], training)
