@@ -97,3 +97,40 @@ def test_embedding_dropout_only_when_training(data):
         float(model.compute_loss(batch, training=False)), abs=1e-6)
     plain_losses = {round(float(plain.compute_loss(batch, training=True)), 6) for _ in range(3)}
     assert len(plain_losses) == 1
+
+
+@pytest.mark.parametrize("name", ["mgbr", "mamgbr"])
+def test_every_loss_term_matches_rows_scored_one_by_one(data, name):
+    """Eq. 19, 21 and 24 recomputed from explicitly built (u, i, p) rows of each triple."""
+    model, prepared = build(data, name)
+    batch = next(iter(prepared.training_dataset(load(None, SMALL).train, epoch=0)))
+    emb = model.propagate(training=False)
+    u, i, p = batch["initiator"], batch["item"], batch["participant"]
+    aux_i, aux_p = batch["aux_items"], batch["aux_participants"]
+    b, t = aux_i.shape
+
+    def score(head, uu, ii, pp):  # pp: participant ids, or None for task A's mean embedding
+        e_p = (tf.repeat(emb["mean_p"][None, :], len(uu), 0) if pp is None else tf.gather(emb["users_p"], pp))
+        g = model.mtl(tf.gather(emb["users_i"], uu), tf.gather(emb["items"], ii), e_p, training=False)
+        return getattr(model, f"head_{head}")(g[head], training=False).numpy().reshape(-1)
+
+    def log_sigmoid(x):
+        return -np.logaddexp(0.0, -x)
+
+    loss_a = -log_sigmoid(score("a", u, i, None) - score("a", u, batch["neg_item"], None)).mean()
+    pos_b = score("b", u, i, p)
+    loss_b = -log_sigmoid(pos_b - score("b", u, i, batch["neg_participant"])).mean()
+    rep = np.repeat(np.arange(b), t)
+    s_ti = score("a", tf.gather(u, rep), tf.reshape(aux_i, [-1]), tf.gather(p, rep)).reshape(b, t)  # T^I
+    s_tp = score("a", tf.gather(u, rep), tf.gather(i, rep), tf.reshape(aux_p, [-1])).reshape(b, t)  # T^P
+    logits = np.concatenate([s_ti, s_tp], 1)
+    log_softmax = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    aux_a = (-(log_softmax[:, t:]).sum(1) / (2 * t)).mean()  # y = 1 on T^P (Eq. 21)
+    s_b_ti = score("b", tf.gather(u, rep), tf.reshape(aux_i, [-1]), tf.gather(p, rep)).reshape(b, t)
+    aux_b = -log_sigmoid(pos_b[:, None] - s_b_ti).mean()  # Eq. 24
+
+    model.reset_metrics()
+    model.compute_loss(batch, training=False)
+    logged = {m.name: float(m.result()) for m in model.metrics}
+    for key, want in (("loss_a", loss_a), ("loss_b", loss_b), ("aux_a", aux_a), ("aux_b", aux_b)):
+        assert logged[key] == pytest.approx(want, rel=1e-4, abs=1e-5), key

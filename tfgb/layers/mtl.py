@@ -82,9 +82,12 @@ def project(x: tf.Tensor | Rows, kernels: Sequence[tf.Tensor]) -> list[tf.Tensor
     """
     table = x.table if isinstance(x, Rows) else x
     out = tf.matmul(table, kernels[0] if len(kernels) == 1 else tf.concat(list(kernels), axis=1))
+    pieces = [out] if len(kernels) == 1 else tf.split(out, [int(k.shape[1]) for k in kernels], axis=1)
     if isinstance(x, Rows):
-        out = tf.gather(out, x.index)
-    return [out] if len(kernels) == 1 else tf.split(out, [int(k.shape[1]) for k in kernels], axis=1)
+        # Split the [M, sum c_j] projection of the distinct entities, then gather each piece: the
+        # per-row [N, sum c_j] gather followed by a split would hold every row's projection twice.
+        pieces = [tf.gather(piece, x.index) for piece in pieces]
+    return pieces
 
 
 def mix_experts(weights: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:

@@ -155,7 +155,9 @@ class MGBR(GroupBuyingModel):
         loss = self.task_a(dummy, tf.stack([pos_a, neg_a], 1), training=training)
         loss += self.beta * self.task_b(dummy, tf.stack([pos_b, neg_b], 1), training=training)
         if self.aux_losses:
-            aux_a = tf.reshape(self._logit(self.head_a, g["a"][4 * b:], training), [b, -1])  # [B, 2T]
+            # Rows 4B.. are T^I (B*T, triple-major) then T^P (B*T): each list is [T^I_t ; T^P_t] [B, 2T].
+            aux = self._logit(self.head_a, g["a"][4 * b:], training)
+            aux_a = tf.concat([tf.reshape(aux[: b * t], [b, t]), tf.reshape(aux[b * t:], [b, t])], 1)
             labels = tf.concat([tf.zeros([b, t]), tf.ones([b, t])], 1)  # y = 1 for T^P (Eq. 20-21)
             loss += self.beta_a * self.aux_task_a(labels, aux_a, training=training)
             aux_b = tf.reshape(self._logit(self.head_b, g["b"][4 * b: 4 * b + b * t], training), [b, t])
