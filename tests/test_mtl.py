@@ -261,3 +261,20 @@ def test_rows_by_reference_equal_dense_rows(shared: bool) -> None:
     dense = by_ref(*(tf.gather(t, i) for t, i in zip(tables, index)))
     for key in ("a", "b"):
         np.testing.assert_allclose(out_ref[key].numpy(), dense[key].numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shared, alpha, num_layers, as_rows", [
+    (True, 0.2, 2, True), (True, 0.2, 1, True), (False, 0.2, 2, True), (True, 0.0, 2, False), (False, 0.0, 1, False)])
+def test_row_ranges_give_the_same_rows_as_a_full_call(shared: bool, alpha: float, num_layers: int,
+                                                      as_rows: bool) -> None:
+    """a_until / b_from skip task A's last layer beyond a_until and task B's before b_from, nothing else."""
+    rng = np.random.default_rng(6)
+    tables = [tf.constant(rng.normal(size=(m, 8)), tf.float32) for m in (3, 5, 4)]
+    index = [tf.constant(rng.integers(0, t.shape[0], 13)) for t in tables]
+    inputs = [Rows(t, i) if as_rows else tf.gather(t, i) for t, i in zip(tables, index)]
+    block = MultiTaskBlock(dim=4, num_experts=3, num_layers=num_layers, alpha=alpha, shared=shared)
+    full = block(*inputs)
+    part = block(*inputs, a_until=9, b_from=tf.constant(5))
+    assert part["a"].shape == (9, 4) and part["b"].shape == (8, 4)
+    np.testing.assert_allclose(part["a"].numpy(), full["a"].numpy()[:9], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(part["b"].numpy(), full["b"].numpy()[5:], rtol=1e-5, atol=1e-6)

@@ -45,25 +45,34 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def block_flops(rows: int, distinct: dict[str, int], width: int, d: int, k: int, layers: int, shared: bool,
-                alpha: float, hidden: list[int]) -> float:
-    """Forward multiply-add FLOPs (x2) of MGBR's multi-task block + one head over ``rows`` rows.
+def block_flops(rows_a: int, rows_b: int, rows: int, distinct: dict[str, int], width: int, d: int, k: int,
+                layers: int, shared: bool, alpha: float, hidden: list[int]) -> float:
+    """Forward multiply-add FLOPs (x2) of MGBR's multi-task block and heads on one training batch.
 
     Layer 1 and the adjusted gates are projected once per distinct initiator / item / participant
-    (``distinct``); later layers, the expert mixing and the head run per row.
+    (``distinct``); later layers and the expert mixing run per row (``rows``), except that the
+    last layer computes task A's experts, gate and head on the ``rows_a`` rows whose task-A score
+    is used and task B's on ``rows_b`` (the shared experts on all rows; no gate S there).
     """
-    groups = 3 if shared else 2
-    gate_cols = (2 * (2 if shared else 1) * k) + (3 * k if shared and layers > 1 else 0)
+    g = 2 if shared else 1  # expert groups that the generic gate of A or B mixes
+    gate_cols = 2 * g * k + (3 * k if shared and layers > 1 else 0)
     adjusted = 4 * k * layers if alpha else 0  # per part: 2 tasks x 2 pairs containing it, K columns
-    first = sum(m * width * (groups * k * d + gate_cols + adjusted) * 2 for m in distinct.values())
-    mix_terms = (2 * (2 if shared else 1) * k * d) + (3 * k * d if shared else 0) + (6 * k * d if alpha else 0)
-    per_row = layers * mix_terms * 2
+    total = sum(m * width * ((3 if shared else 2) * k * d + gate_cols + adjusted) * 2 for m in distinct.values())
+    mix_task = (g * k * d + (3 * k * d if alpha else 0)) * 2  # one task's gates, per row
+    mix_s = 3 * k * d * 2 if shared else 0
     in_ab, in_s = (2 * d if shared else d), 3 * d
-    later = (2 * in_ab * (k * d + (2 if shared else 1) * k) + (in_s * (k * d + 3 * k) if shared else 0)) * 2
-    per_row += (layers - 1) * later
+    task_mm = in_ab * (k * d + g * k) * 2  # one task's experts and generic gate, per row
+    s_mm = in_s * k * d * 2 if shared else 0
+    s_gate = in_s * 3 * k * 2 if shared else 0
+    for layer in range(1, layers + 1):
+        last = layer == layers
+        ra, rb = (rows_a, rows_b) if last else (rows, rows)
+        if layer > 1:
+            total += (ra + rb) * task_mm + rows * s_mm + (0 if last else rows * s_gate)
+        total += (ra + rb) * mix_task + (0 if last else rows * mix_s)
     sizes = [d, *hidden, 1]
-    per_row += sum(a * b * 2 for a, b in itertools.pairwise(sizes))
-    return float(first + rows * per_row)
+    total += (rows_a + rows_b) * sum(a * b * 2 for a, b in itertools.pairwise(sizes))
+    return float(total)
 
 
 def _dense_flops_per_second(repeats: int) -> float:
@@ -115,7 +124,8 @@ def bench_train(args: argparse.Namespace) -> int:
     m = config.model
     rows = b * (4 + 2 * t)
     distinct = {"u": b, "i": b * (2 + t), "p": 1 + b * (2 + t)}
-    flops = 3 * block_flops(rows, distinct, 2 * m.embedding_dim, m.embedding_dim, m.num_experts, m.mtl_layers,
+    rows_a, rows_b = b * (2 + 2 * t), b * (2 + t)  # rows whose task-A / task-B score is used
+    flops = 3 * block_flops(rows_a, rows_b, rows, distinct, 2 * m.embedding_dim, m.embedding_dim, m.num_experts, m.mtl_layers,
                             m.shared_experts, m.alpha, m.mlp_hidden)  # forward + backward ~ 3x forward
     rest_s = max(step_s - prop_s, 1e-9)
     per_group = float(np.mean(session.data.train.sizes))

@@ -257,17 +257,27 @@ class MultiTaskBlock(tf.keras.layers.Layer):
                 out[key] = out[key] + piece if key in out else piece
         return out
 
-    def call(self, e_u: tf.Tensor | Rows, e_i: tf.Tensor | Rows, e_p: tf.Tensor | Rows
+    supports_row_ranges = True  # call() accepts a_until / b_from
+
+    def call(self, e_u: tf.Tensor | Rows, e_i: tf.Tensor | Rows, e_p: tf.Tensor | Rows,
+             a_until: int | tf.Tensor | None = None, b_from: int | tf.Tensor | None = None
              ) -> dict[str, tf.Tensor]:
         """Runs the L expert/gate layers on rows of (initiator, item, participant).
+
+        A training batch needs g^L_A only for the rows a task-A score is taken from and g^L_B only
+        for the task-B ones. With ``a_until`` / ``b_from`` the last layer computes task A's experts
+        and gate for rows ``[0, a_until)`` only and task B's for rows ``[b_from, N)`` only (the
+        shared experts for all rows); the rows computed are identical to a full call's.
 
         Args:
             e_u: Initiator embeddings [N, w] (w = 2d in MGBR, Eq. 4), or :class:`Rows`.
             e_i: Item embeddings [N, w] (Eq. 5), or :class:`Rows`.
             e_p: Participant embeddings [N, w] (Eq. 6), or :class:`Rows`.
+            a_until: Rows [0, a_until) get g^L_A (default: all).
+            b_from: Rows [b_from, N) get g^L_B (default: all).
 
         Returns:
-            Dict with "a": g^L_A [N, dim] and "b": g^L_B [N, dim].
+            Dict with "a": g^L_A [a_until, dim] and "b": g^L_B [N - b_from, dim].
         """
         parts = {"u": e_u, "i": e_i, "p": e_p}
         for name, x in parts.items():
@@ -277,11 +287,17 @@ class MultiTaskBlock(tf.keras.layers.Layer):
                     f"MultiTaskBlock: e_{name} has width {width}, expected {self.input_width}."
                 )
         proj = self._input_projections(parts)
+        every = slice(None)
         g_a = g_b = g_s = None
         for layer, w in enumerate(self._mtl_weights):
+            last = layer == self.num_layers - 1
+            # Row ranges of this layer's task-A and task-B outputs (only the last layer trims).
+            rows = {"a": slice(None, a_until) if last and a_until is not None else every,
+                    "b": slice(b_from, None) if last and b_from is not None else every, "s": every}
             if layer == 0:  # Eq. 15: every expert and gate of layer 1 reads g^0
-                def linear(name: str, _inputs: Any = None, layer: int = layer) -> tf.Tensor:
-                    return proj[(layer, name)]
+                def linear(name: str, rows_of: str, layer: int = layer, rows: dict = rows) -> tf.Tensor:
+                    out = proj[(layer, name)]
+                    return out if rows[rows_of] is every else out[rows[rows_of]]
             else:
                 if self.shared:
                     ins = {"a": tf.concat([g_a, g_s], axis=-1),  # [N, 2d]
@@ -290,29 +306,37 @@ class MultiTaskBlock(tf.keras.layers.Layer):
                 else:
                     ins = {"a": g_a, "b": g_b}  # [N, d]
 
-                def linear(name: str, _inputs: Any = None, w: dict = w, ins: dict = ins) -> tf.Tensor:
-                    return tf.matmul(ins[name[-1]], w[name])
-            e_a = self._reshape_experts(linear("expert_a"))  # E_A, [N, K, d]  (Eq. 7)
-            e_b = self._reshape_experts(linear("expert_b"))  # E_B  (Eq. 8)
+                def linear(name: str, rows_of: str, w: dict = w, ins: dict = ins, rows: dict = rows) -> tf.Tensor:
+                    x = ins[name[-1]]
+                    return tf.matmul(x if rows[rows_of] is every else x[rows[rows_of]], w[name])
+
+            def adjusted(name: str, rows_of: str, layer: int = layer, rows: dict = rows) -> tf.Tensor:
+                out = proj[(layer, name)]
+                return out if rows[rows_of] is every else out[rows[rows_of]]
+
+            e_a = self._reshape_experts(linear("expert_a", "a"))  # E_A, [N, K, d]  (Eq. 7)
+            e_b = self._reshape_experts(linear("expert_b", "b"))  # E_B  (Eq. 8)
             groups_a, groups_b = [e_a], [e_b]
             if self.shared:
-                e_s = self._reshape_experts(linear("expert_s"))  # E_S  (Eq. 9)
-                groups_a, groups_b = [e_a, e_s], [e_b, e_s]
-            new_a = self._gate(linear("gate_a"), groups_a)  # generic gate, Eq. 10 (g_A1)
-            new_b = self._gate(linear("gate_b"), groups_b)  # Eq. 13, first line
+                e_s = self._reshape_experts(linear("expert_s", "s"))  # E_S  (Eq. 9)
+                s_a = e_s if rows["a"] is every else e_s[rows["a"]]  # E_S on task A's rows
+                s_b = e_s if rows["b"] is every else e_s[rows["b"]]
+                groups_a, groups_b = [e_a, s_a], [e_b, s_b]
+            new_a = self._gate(linear("gate_a", "a"), groups_a)  # generic gate, Eq. 10 (g_A1)
+            new_b = self._gate(linear("gate_b", "b"), groups_b)  # Eq. 13, first line
             if self.alpha != 0.0:
                 # Adjusted gates, Eq. 11 and 13: A mixes E_A by (u,i) and E_S by (i,p), (u,p);
                 # B mixes E_S by (u,i) and E_B by (i,p), (u,p). Without S, E_S -> E_A / E_B.
-                other_a = e_s if self.shared else e_a
-                other_b = e_s if self.shared else e_b
-                new_a += self.alpha * (self._gate(proj[(layer, "gate_a_ui")], [e_a])
-                                       + self._gate(proj[(layer, "gate_a_ip")], [other_a])
-                                       + self._gate(proj[(layer, "gate_a_up")], [other_a]))  # Eq. 12
-                new_b += self.alpha * (self._gate(proj[(layer, "gate_b_ui")], [other_b])
-                                       + self._gate(proj[(layer, "gate_b_ip")], [e_b])
-                                       + self._gate(proj[(layer, "gate_b_up")], [e_b]))  # Eq. 13
+                other_a = s_a if self.shared else e_a
+                other_b = s_b if self.shared else e_b
+                new_a += self.alpha * (self._gate(adjusted("gate_a_ui", "a"), [e_a])
+                                       + self._gate(adjusted("gate_a_ip", "a"), [other_a])
+                                       + self._gate(adjusted("gate_a_up", "a"), [other_a]))  # Eq. 12
+                new_b += self.alpha * (self._gate(adjusted("gate_b_ui", "b"), [other_b])
+                                       + self._gate(adjusted("gate_b_ip", "b"), [e_b])
+                                       + self._gate(adjusted("gate_b_up", "b"), [e_b]))  # Eq. 13
             if self.shared and "gate_s" in w:  # not at the last layer
-                g_s = self._gate(linear("gate_s"), [e_a, e_s, e_b])  # Eq. 14
+                g_s = self._gate(linear("gate_s", "s"), [e_a, e_s, e_b])  # Eq. 14
             g_a, g_b = new_a, new_b
         return {"a": g_a, "b": g_b}
 

@@ -34,7 +34,7 @@ from tfgb.config import ModelConfig, TrainConfig
 from tfgb.layers.attention import MultiHeadTaskBlock
 from tfgb.layers.gcn import MultiViewGCN
 from tfgb.layers.mtl import Rows
-from tfgb.models.mgbr import MGBR, standardize
+from tfgb.models.mgbr import MGBR, standardize, trim
 
 
 class MAMGBR(MGBR):
@@ -78,10 +78,10 @@ class MAMGBR(MGBR):
         emb["mean_p"] = tf.reduce_mean(emb["users_p"], axis=0)
         return emb
 
-    def _block(self, e_u, e_i, e_p, training: bool) -> dict[str, tf.Tensor]:
-        """The block on rows given densely or as :class:`~tfgb.layers.mtl.Rows`."""
+    def _block(self, e_u, e_i, e_p, training: bool, a_until=None, b_from=None) -> dict[str, tf.Tensor]:
+        """The block on rows given densely or as :class:`~tfgb.layers.mtl.Rows` (ranges as in MGBR)."""
         if not self.separate_tasks:
-            return super()._block(e_u, e_i, e_p, training)
+            return super()._block(e_u, e_i, e_p, training, a_until, b_from)
         # MAMGBR-M: task A sees only GCN_A's half of every embedding, task B only GCN_B's.
         width = (e_u.table if isinstance(e_u, Rows) else e_u).shape[-1] // 2
 
@@ -90,5 +90,5 @@ class MAMGBR(MGBR):
 
         first = [half(x, slice(None, width)) for x in (e_u, e_i, e_p)]
         second = [half(x, slice(width, None)) for x in (e_u, e_i, e_p)]
-        return {"a": self.mtl(*first, training=training, tasks=("a",))["a"],
-                "b": self.mtl(*second, training=training, tasks=("b",))["b"]}
+        return trim({"a": self.mtl(*first, training=training, tasks=("a",))["a"],
+                     "b": self.mtl(*second, training=training, tasks=("b",))["b"]}, a_until, b_from)

@@ -25,6 +25,12 @@ def standardize(x: tf.Tensor, epsilon: float = 1e-6) -> tf.Tensor:
     return (x - mean) * tf.math.rsqrt(variance + epsilon)
 
 
+def trim(g: dict[str, tf.Tensor], a_until=None, b_from=None) -> dict[str, tf.Tensor]:
+    """Rows ``[0, a_until)`` of g["a"] and ``[b_from, N)`` of g["b"] (None = all)."""
+    return {"a": g["a"] if a_until is None else g["a"][:a_until],
+            "b": g["b"] if b_from is None else g["b"][b_from:]}
+
+
 class MGBR(GroupBuyingModel):
     """MGBR and its ablations (-M, -R, -G, -D are configuration, see :mod:`tfgb.models.registry`).
 
@@ -66,11 +72,18 @@ class MGBR(GroupBuyingModel):
         emb["mean_p"] = tf.reduce_mean(emb["users_p"], axis=0)
         return emb
 
-    def _block(self, e_u, e_i, e_p, training: bool) -> dict[str, tf.Tensor]:
-        """The multi-task block on rows given densely or as :class:`~tfgb.layers.mtl.Rows`."""
+    def _block(self, e_u, e_i, e_p, training: bool, a_until=None, b_from=None) -> dict[str, tf.Tensor]:
+        """The multi-task block on rows given densely or as :class:`~tfgb.layers.mtl.Rows`.
+
+        ``a_until`` / ``b_from``: only rows ``[0, a_until)`` need g^L_A and only rows ``[b_from, N)``
+        need g^L_B; the outputs are those row ranges (a block that cannot skip the rest computes
+        every row and is sliced).
+        """
         if not getattr(self.mtl, "supports_rows", False):
             e_u, e_i, e_p = (materialize(x) for x in (e_u, e_i, e_p))
-        return self.mtl(e_u, e_i, e_p, training=training)
+        if getattr(self.mtl, "supports_row_ranges", False):
+            return self.mtl(e_u, e_i, e_p, training=training, a_until=a_until, b_from=b_from)
+        return trim(self.mtl(e_u, e_i, e_p, training=training), a_until, b_from)
 
     def _logit(self, head: tf.keras.layers.Layer, g: tf.Tensor, training: bool) -> tf.Tensor:
         return tf.reshape(head(g, training=training), [-1])
@@ -127,10 +140,12 @@ class MGBR(GroupBuyingModel):
         items = [tf.gather(emb["items"], inputs["item"]), tf.gather(emb["items"], inputs["neg_item"])]
         parts = [emb["mean_p"][None, :], tf.gather(emb["users_p"], inputs["participant"]),
                  tf.gather(emb["users_p"], inputs["neg_participant"])]
-        # Rows: A+ (u, i, mean), A- (u, i-, mean), B+ (u, i, p), B- (u, i, p-).
-        u_idx = [seq, seq, seq, seq]
-        i_idx = [seq, b + seq, seq, seq]
-        p_idx = [zeros, zeros, 1 + seq, 1 + b + seq]
+        # Rows, ordered so that task A's rows come first and task B's last (the block's last layer
+        # computes each task only where its score is used): A+ (u, i, mean), A- (u, i-, mean),
+        # then with the auxiliary losses T^P (u, i, p') [A only] and T^I (u, i', p) [A and B],
+        # then B+ (u, i, p), B- (u, i, p-).
+        u_idx, i_idx, p_idx = [seq, seq], [seq, b + seq], [zeros, zeros]
+        t = 0
         if self.aux_losses:
             t = tf.shape(inputs["aux_items"])[1]
             rep = tf.repeat(seq, t)  # [B*T]: triple of each auxiliary row
@@ -138,28 +153,32 @@ class MGBR(GroupBuyingModel):
             items.append(tf.gather(emb["items"], tf.reshape(inputs["aux_items"], [-1])))
             parts.append(tf.gather(emb["users_p"], tf.reshape(inputs["aux_participants"], [-1])))
             u_idx += [rep, rep]
-            i_idx += [2 * b + flat, rep]  # T^I: (u, i', p); T^P: (u, i, p')
-            p_idx += [1 + rep, 1 + 2 * b + flat]
+            i_idx += [rep, 2 * b + flat]  # T^P: (u, i, p'); T^I: (u, i', p)
+            p_idx += [1 + 2 * b + flat, 1 + rep]
+        u_idx += [seq, seq]
+        i_idx += [seq, seq]
+        p_idx += [1 + seq, 1 + b + seq]
+        a_until, b_from = 2 * b + 2 * b * t, 2 * b + b * t
         # model.embedding_dropout: one mask per gathered embedding, shared by every row that refers to it
         # (e.g. an initiator's mask by all 4 + 2|T| rows of its triple).
         users, items, parts = (self.embedding_dropout(x, training=training)
                                for x in (users, tf.concat(items, 0), tf.concat(parts, 0)))
         g = self._block(Rows(users, tf.concat(u_idx, 0)), Rows(items, tf.concat(i_idx, 0)),
-                        Rows(parts, tf.concat(p_idx, 0)), training)
-
-        logit_a = self._logit(self.head_a, g["a"][: 2 * b], training)
-        logit_b = self._logit(self.head_b, g["b"][2 * b: 4 * b], training)
-        pos_a, neg_a = logit_a[:b], logit_a[b:]
-        pos_b, neg_b = logit_b[:b], logit_b[b:]
+                        Rows(parts, tf.concat(p_idx, 0)), training, a_until=a_until, b_from=b_from)
+        # g["a"]: A+, A-, T^P, T^I; g["b"]: T^I, B+, B-.
+        logit_a = self._logit(self.head_a, g["a"], training)
+        logit_b = self._logit(self.head_b, g["b"], training)
+        pos_a, neg_a = logit_a[:b], logit_a[b: 2 * b]
+        pos_b, neg_b = logit_b[b * t: b * t + b], logit_b[b * t + b:]
         dummy = tf.zeros_like(pos_a)
         loss = self.task_a(dummy, tf.stack([pos_a, neg_a], 1), training=training)
         loss += self.beta * self.task_b(dummy, tf.stack([pos_b, neg_b], 1), training=training)
         if self.aux_losses:
-            # Rows 4B.. are T^I (B*T, triple-major) then T^P (B*T): each list is [T^I_t ; T^P_t] [B, 2T].
-            aux = self._logit(self.head_a, g["a"][4 * b:], training)
-            aux_a = tf.concat([tf.reshape(aux[: b * t], [b, t]), tf.reshape(aux[b * t:], [b, t])], 1)
-            labels = tf.concat([tf.zeros([b, t]), tf.ones([b, t])], 1)  # y = 1 for T^P (Eq. 20-21)
-            loss += self.beta_a * self.aux_task_a(labels, aux_a, training=training)
-            aux_b = tf.reshape(self._logit(self.head_b, g["b"][4 * b: 4 * b + b * t], training), [b, t])
+            # Each triple's list is [T^I_t ; T^P_t], [B, 2T], with y = 1 on T^P (Eq. 20-21).
+            aux_tp = tf.reshape(logit_a[2 * b: 2 * b + b * t], [b, t])
+            aux_ti = tf.reshape(logit_a[2 * b + b * t:], [b, t])
+            labels = tf.concat([tf.zeros([b, t]), tf.ones([b, t])], 1)
+            loss += self.beta_a * self.aux_task_a(labels, tf.concat([aux_ti, aux_tp], 1), training=training)
+            aux_b = tf.reshape(logit_b[: b * t], [b, t])  # s(p|u, i') of T^I (Eq. 24)
             loss += self.beta_b * self.aux_task_b(dummy, tf.concat([pos_b[:, None], aux_b], 1), training=training)
         return loss
