@@ -150,3 +150,16 @@ def test_other_settings_in_the_same_dir_are_refused(search: Path, tmp_path: Path
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = errors(proc.stderr)
     assert "other settings" in line and "tune.embedding_dim" in line
+
+
+def test_bayesian_search_runs_distinct_trials(tmp_path: Path):
+    script = FAKE_TRAIN.replace("FAILING", "()")
+    proc = run(["-c", script, *tune_args(tmp_path, tmp_path / "tune", 4, "tune.embedding_dim=[8,16,32]",
+                                         "tune.learning_rate=[0.003,0.01]"), "--tuner", "bayesian"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_trials(tmp_path / "tune")
+    assert [r["status"] for r in rows] == ["completed"] * 4
+    assert len({(r["model.embedding_dim"], r["train.learning_rate"]) for r in rows}) == 4
+    best = max(rows, key=lambda r: float(r["objective"]))
+    assert float(best["objective"]) == pytest.approx(int(best["model.embedding_dim"]) / 100)
+    assert f"embedding_dim = {best['model.embedding_dim']}" in (tmp_path / "tune" / "best.toml").read_text()
