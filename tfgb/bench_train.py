@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import resource
 import statistics
 import tempfile
 import time
@@ -73,6 +72,12 @@ def block_flops(rows_a: int, rows_b: int, rows: int, distinct: dict[str, int], w
     sizes = [d, *hidden, 1]
     total += (rows_a + rows_b) * sum(a * b * 2 for a, b in itertools.pairwise(sizes))
     return float(total)
+
+
+def _peak_gib() -> float:
+    from tfgb.train import peak_memory_gib
+
+    return peak_memory_gib()
 
 
 def _dense_flops_per_second(repeats: int) -> float:
@@ -141,7 +146,7 @@ def bench_train(args: argparse.Namespace) -> int:
         ("block FLOP/s (over the rest of the step)", f"{flops / rest_s / 1e9:,.1f} GFLOP/s"),
         ("dense matmul FLOP/s, same run", f"{dense / 1e9:,.1f} GFLOP/s"),
         ("block / dense matmul", f"{flops / rest_s / dense:.2f}"),
-        ("peak resident memory", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GiB"),
+        ("peak resident memory", f"{_peak_gib():.2f} GiB"),
     ]
     _print(f"bench train: {config.name} / {config.model.name}", lines)
     return 0
@@ -178,7 +183,7 @@ def bench_eval(args: argparse.Namespace) -> int:
         ("candidates scored per second", f"{per_second:,.0f}"),
         ("projected full test evaluation",
          f"{full / per_second + propagate_s:,.0f} s ({len(lists):,} groups, lists of {config.eval.ks})"),
-        ("peak resident memory", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GiB"),
+        ("peak resident memory", f"{_peak_gib():.2f} GiB"),
     ]
     _print(f"bench eval: {config.name} / {config.model.name}", lines)
     return 0

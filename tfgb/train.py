@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -135,6 +136,11 @@ def _fault_injection(epoch: int, first: int = 0, count: int | None = None) -> li
     return [Kill()]
 
 
+def peak_memory_gib() -> float:
+    """Peak resident memory of this process so far, GiB (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 2)
+
+
 def _epoch_label(segments: int, per_epoch: int) -> int | float:
     """Completed validation segments as epochs: 3 of 4 per epoch -> 0.75; whole epochs stay ints."""
     return segments // per_epoch if segments % per_epoch == 0 else round(segments / per_epoch, 3)
@@ -178,7 +184,7 @@ def fit(session: Session, progress: bool = True) -> list[dict]:
         row.update({k: float(v[-1]) for k, v in fit_logs.items() if k.startswith(("loss_", "aux_")) or k == "loss"})
         row.update({f"valid_{task}_mrr@10": valid[task]["mrr@10"] for task in ("a", "b")})
         row.update({"valid_objective": score, "train_seconds": round(train_seconds, 2),
-                    "seconds": round(time.perf_counter() - start, 2)})
+                    "seconds": round(time.perf_counter() - start, 2), "peak_rss_gib": peak_memory_gib()})
         improved = score > float(session.best.numpy())
         if improved:
             session.best.assign(score)
@@ -227,6 +233,7 @@ def train(config: cfg.Config, data_dir: str | None, model_dir: str | Path, progr
     seconds = [row["train_seconds"] for row in history if "train_seconds" in row]
     epochs = len(seconds) / config.train.evals_per_epoch
     metrics["minutes_per_epoch"] = round(sum(seconds) / epochs / 60, 3) if seconds else None
+    metrics["peak_rss_gib"] = peak_memory_gib()  # of this process (a resumed run: since the resume)
     run.write_metrics(metrics)
     return metrics
 
