@@ -10,12 +10,12 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A one-epoch MGBR run on small synthetic data (about 10 s)."""
+    """A one-epoch MGBR run (with the item / participant biases of `model.bias`) on small synthetic data (~10 s)."""
     from tfgb.train import load_config, train
 
     tmp = tmp_path_factory.mktemp("tiny")
     config = load_config(None, ["train.epochs=1", "data.synth.groups=1500", "data.synth.users=600",
-                                "data.synth.items=150", f"data.cache_dir={tmp}/cache"])
+                                "data.synth.items=150", "model.bias=true", f"data.cache_dir={tmp}/cache"])
     train(config, None, tmp / "run", progress=False)
     return tmp / "run"
 

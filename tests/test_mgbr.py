@@ -32,9 +32,12 @@ def build(data, name="mgbr", *sets):
     return model, prepared
 
 
-@pytest.mark.parametrize("name", ["mgbr", "mgbr-m", "mgbr-g", "mgbr-d"])
-def test_permuting_candidates_permutes_scores(data, name):
-    model, prepared = build(data, name)
+@pytest.mark.parametrize("name, sets", [("mgbr", ()), ("mgbr-m", ()), ("mgbr-g", ()), ("mgbr-d", ()),
+                                        ("mgbr", ("model.bias=true",))])
+def test_permuting_candidates_permutes_scores(data, name, sets):
+    model, prepared = build(data, name, *sets)
+    if model.use_bias:
+        model.item_bias.assign(np.random.default_rng(2).normal(size=model.item_bias.shape).astype(np.float32))
     emb = model.propagate(training=False)
     lists = prepared.test_candidates.take(np.arange(16))
     items, _ = lists.task_a(100)
@@ -99,12 +102,18 @@ def test_embedding_dropout_only_when_training(data):
     assert len(plain_losses) == 1
 
 
-@pytest.mark.parametrize("name", ["mgbr", "mamgbr"])
-def test_every_loss_term_matches_rows_scored_one_by_one(data, name):
+@pytest.mark.parametrize("name, sets", [("mgbr", ()), ("mgbr", ("model.bias=true",)), ("mamgbr", ())])
+def test_every_loss_term_matches_rows_scored_one_by_one(data, name, sets):
     """Eq. 19, 21 and 24 recomputed from explicitly built (u, i, p) rows of each triple."""
-    model, prepared = build(data, name)
+    model, prepared = build(data, name, *sets)
+    rng = np.random.default_rng(1)
+    if model.use_bias:  # zeros at the start: make them matter
+        for var in (model.item_bias, model.participant_bias):
+            var.assign(rng.normal(size=var.shape).astype(np.float32))
     batch = next(iter(prepared.training_dataset(load(None, SMALL).train, epoch=0)))
     emb = model.propagate(training=False)
+    bias = ({"a": emb["item_bias"].numpy()[:, 0], "b": emb["participant_bias"].numpy()[:, 0]}
+            if model.use_bias else None)
     u, i, p = batch["initiator"], batch["item"], batch["participant"]
     aux_i, aux_p = batch["aux_items"], batch["aux_participants"]
     b, t = aux_i.shape
@@ -112,7 +121,10 @@ def test_every_loss_term_matches_rows_scored_one_by_one(data, name):
     def score(head, uu, ii, pp):  # pp: participant ids, or None for task A's mean embedding
         e_p = (tf.repeat(emb["mean_p"][None, :], len(uu), 0) if pp is None else tf.gather(emb["users_p"], pp))
         g = model.mtl(tf.gather(emb["users_i"], uu), tf.gather(emb["items"], ii), e_p, training=False)
-        return getattr(model, f"head_{head}")(g[head], training=False).numpy().reshape(-1)
+        logits = getattr(model, f"head_{head}")(g[head], training=False).numpy().reshape(-1)
+        if bias is not None:
+            logits = logits + bias[head][np.asarray(ii if head == "a" else pp).reshape(-1)]
+        return logits
 
     def log_sigmoid(x):
         return -np.logaddexp(0.0, -x)

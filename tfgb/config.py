@@ -65,6 +65,7 @@ class ModelConfig:
     gate_softmax: bool = True  # gates as attention (softmax over experts); false = raw linear weights
     init_std: float = 1.0  # std of the initial GCN embedding tables X^0 (the paper: N(0, 1))
     embedding_dropout: float = 0.0  # MGBR: dropout on e_u, e_i, e_p when training (per entity of a batch)
+    bias: bool = False  # MGBR: add a learned item bias to task A's logit and a participant bias to task B's
     mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [32])
     heads: int = 8  # MAMGBR attention heads
     dropout: float = 0.1

@@ -76,7 +76,7 @@ class MAMGBR(MGBR):
                 values = [standardize(v) for v in values]
             emb[key] = tf.concat(values, axis=-1)
         emb["mean_p"] = tf.reduce_mean(emb["users_p"], axis=0)
-        return emb
+        return self._with_biases(emb)
 
     def _block(self, e_u, e_i, e_p, training: bool, a_until=None, b_from=None) -> dict[str, tf.Tensor]:
         """The block on rows given densely or as :class:`~tfgb.layers.mtl.Rows` (ranges as in MGBR)."""

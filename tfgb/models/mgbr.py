@@ -53,6 +53,11 @@ class MGBR(GroupBuyingModel):
         self.head_a = PredictionHead(model.mlp_hidden, name="head_a")
         self.head_b = PredictionHead(model.mlp_hidden, name="head_b")
         self.embedding_dropout = tf.keras.layers.Dropout(model.embedding_dropout, name="embedding_dropout")
+        self.use_bias = model.bias
+        if self.use_bias:  # model.bias: one scalar per item (task A) and per participant (task B), zeros at start
+            self.item_bias = self.add_weight(name="item_bias", shape=(num_items, 1), initializer="zeros")
+            self.participant_bias = self.add_weight(name="participant_bias", shape=(num_users, 1),
+                                                    initializer="zeros")
         self.task_a = bpr_task("loss_a")
         self.task_b = bpr_task("loss_b")
         if self.aux_losses:
@@ -70,7 +75,20 @@ class MGBR(GroupBuyingModel):
         if self.model_config.standardize:
             emb = {key: standardize(value) for key, value in emb.items()}
         emb["mean_p"] = tf.reduce_mean(emb["users_p"], axis=0)
+        return self._with_biases(emb)
+
+    def _with_biases(self, emb: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Adds the ``model.bias`` tables: [I, 1] and [U, 1], so an export gives them out-of-vocabulary rows."""
+        if self.use_bias:
+            emb["item_bias"] = tf.convert_to_tensor(self.item_bias)
+            emb["participant_bias"] = tf.convert_to_tensor(self.participant_bias)
         return emb
+
+    def _bias(self, emb: dict[str, tf.Tensor], key: str, ids: tf.Tensor) -> tf.Tensor | float:
+        """The learned bias of each id (``model.bias``), shaped like ``ids``; 0 without biases."""
+        if not self.use_bias:
+            return 0.0
+        return tf.reshape(tf.gather(emb[key], tf.reshape(ids, [-1])), tf.shape(ids))
 
     def _block(self, e_u, e_i, e_p, training: bool, a_until=None, b_from=None) -> dict[str, tf.Tensor]:
         """The multi-task block on rows given densely or as :class:`~tfgb.layers.mtl.Rows`.
@@ -100,7 +118,8 @@ class MGBR(GroupBuyingModel):
         g = self._block(Rows(tf.gather(emb["users_i"], initiator), rows),
                         Rows(tf.gather(emb["items"], tf.reshape(candidates, [-1])), cells),
                         Rows(emb["mean_p"][None, :], tf.zeros_like(cells)), training)
-        return tf.reshape(self._logit(self.head_a, g["a"], training), [b, c])
+        logits = tf.reshape(self._logit(self.head_a, g["a"], training), [b, c])
+        return logits + self._bias(emb, "item_bias", candidates)
 
     def score_participants(self, emb, initiator, item, candidates, training=False):
         b, c = tf.shape(candidates)[0], tf.shape(candidates)[1]
@@ -108,7 +127,8 @@ class MGBR(GroupBuyingModel):
         g = self._block(Rows(tf.gather(emb["users_i"], initiator), rows),
                         Rows(tf.gather(emb["items"], item), rows),
                         Rows(tf.gather(emb["users_p"], tf.reshape(candidates, [-1])), cells), training)
-        return tf.reshape(self._logit(self.head_b, g["b"], training), [b, c])
+        return (tf.reshape(self._logit(self.head_b, g["b"], training), [b, c])
+                + self._bias(emb, "participant_bias", candidates))
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         """Score candidate matrices: ``{"items": [B, C], "participants": [B, C]}`` for the keys given."""
@@ -168,6 +188,14 @@ class MGBR(GroupBuyingModel):
         # g["a"]: A+, A-, T^P, T^I; g["b"]: T^I, B+, B-.
         logit_a = self._logit(self.head_a, g["a"], training)
         logit_b = self._logit(self.head_b, g["b"], training)
+        if self.use_bias:  # the item of every task-A row, the participant of every task-B row
+            row_items = [inputs["item"], inputs["neg_item"]]
+            row_parts = [inputs["participant"], inputs["neg_participant"]]
+            if self.aux_losses:
+                row_items += [tf.repeat(inputs["item"], t), tf.reshape(inputs["aux_items"], [-1])]
+                row_parts = [tf.repeat(inputs["participant"], t)] + row_parts
+            logit_a += self._bias(emb, "item_bias", tf.concat(row_items, 0))
+            logit_b += self._bias(emb, "participant_bias", tf.concat(row_parts, 0))
         pos_a, neg_a = logit_a[:b], logit_a[b: 2 * b]
         pos_b, neg_b = logit_b[b * t: b * t + b], logit_b[b * t + b:]
         dummy = tf.zeros_like(pos_a)
