@@ -125,11 +125,15 @@ def test_saved_model_holds_embeddings_and_weights_not_graphs(session, tiny_expor
     assert not nnz & set(sizes.values()), "a stored variable has the size of a graph's nonzeros"
     assert {name.split("/")[0] for name in sizes} == {"embeddings", "scoring_variables"}
     num_users, num_items = session.data.num_users, session.data.num_items
-    for key, rows in (("users_i", num_users), ("users_p", num_users), ("items", num_items)):
+    # The tiny run has model.bias: its item / participant biases are tables too, with an OOV row.
+    for key, rows in (("users_i", num_users), ("users_p", num_users), ("items", num_items),
+                      ("item_bias", num_items), ("participant_bias", num_users)):
         assert variables[f"embeddings/{key}/.ATTRIBUTES/VARIABLE_VALUE"][0] == rows + 1  # + the OOV row
 
     # Every variable the model's scorers read, and nothing else (no GCN tables, no optimizer state).
-    scoring = {int(np.prod(v.shape)) for v in session.model.trainable_variables if "gcn" not in v.name}
+    tables = ("gcn", "item_bias", "participant_bias")  # stored as embeddings (above)
+    scoring = {int(np.prod(v.shape)) for v in session.model.trainable_variables
+               if not any(t in v.name for t in tables)}
     stored = sum(sizes.values())
     expected = sum(v.shape.num_elements() for v in session.model.variables if "gcn" not in v.name)
     expected += sum(int(np.prod(variables[n])) for n in variables if n.startswith("embeddings/"))
