@@ -29,6 +29,7 @@ def test_overrides_are_typed():
     ("train.evals_per_epoch=0", ["train.evals_per_epoch"]),
     ("model.init_std=0", ["model.init_std", "positive"]),
     ("model.embedding_dropout=1", ["model.embedding_dropout"]),
+    ("model.bias_init=ones", ["model.bias_init", "log_count"]),
     ("model=3", ["section"]),
     ("novalue", ["key=value"]),
 ])

@@ -146,3 +146,18 @@ def test_every_loss_term_matches_rows_scored_one_by_one(data, name, sets):
     logged = {m.name: float(m.result()) for m in model.metrics}
     for key, want in (("loss_a", loss_a), ("loss_b", loss_b), ("aux_a", aux_a), ("aux_b", aux_b)):
         assert logged[key] == pytest.approx(want, rel=1e-4, abs=1e-5), key
+
+
+def test_log_count_bias_prior_is_set_from_training_counts(tmp_path):
+    from tfgb.train import build_session, load_config
+
+    config = load_config(None, SMALL + ["model.bias=true", "model.bias_init=log_count",
+                                        f"data.cache_dir={tmp_path / 'cache'}"])
+    session = build_session(config, None, tmp_path / "run")
+    train = session.data.train
+    np.testing.assert_allclose(session.model.item_bias.numpy()[:, 0],
+                               np.log1p(np.bincount(train.item, minlength=session.data.num_items)), rtol=1e-6)
+    np.testing.assert_allclose(session.model.participant_bias.numpy()[:, 0],
+                               np.log1p(np.bincount(train.participants, minlength=session.data.num_users)),
+                               rtol=1e-6)
+    assert session.model.item_bias.numpy().std() > 0.1  # the synthetic data has popularity skew

@@ -66,6 +66,7 @@ class ModelConfig:
     init_std: float = 1.0  # std of the initial GCN embedding tables X^0 (the paper: N(0, 1))
     embedding_dropout: float = 0.0  # MGBR: dropout on e_u, e_i, e_p when training (per entity of a batch)
     bias: bool = False  # MGBR: add a learned item bias to task A's logit and a participant bias to task B's
+    bias_init: str = "zeros"  # "zeros" or "log_count": log(1 + training count) of the item / participant
     mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [32])
     heads: int = 8  # MAMGBR attention heads
     dropout: float = 0.1
@@ -262,6 +263,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"config key 'train.{key}' must be at least 1")
     if config.train.learning_rate <= 0:
         raise ConfigError("config key 'train.learning_rate' must be positive")
+    if config.model.bias_init not in ("zeros", "log_count"):
+        raise ConfigError(f"config key 'model.bias_init' must be 'zeros' or 'log_count', got {config.model.bias_init!r}")
     if config.model.init_std <= 0:
         raise ConfigError("config key 'model.init_std' must be positive")
     for key in ("dropout", "embedding_dropout"):

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from tfgb import config as cfg
@@ -62,6 +63,9 @@ def build_session(config: cfg.Config, data_dir: str | None, model_dir: str | Pat
     data.save_vocabularies(run.vocab)
     graphs = data.graphs()
     model = models.build(config, data.num_users, data.num_items, graphs)
+    if getattr(model, "use_bias", False) and config.model.bias_init == "log_count":
+        model.set_bias_prior(np.bincount(data.train.item, minlength=data.num_items),
+                             np.bincount(data.train.participants, minlength=data.num_users))
     model.compile(optimizer=make_optimizer(config.train))
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_objective")

@@ -77,6 +77,16 @@ class MGBR(GroupBuyingModel):
         emb["mean_p"] = tf.reduce_mean(emb["users_p"], axis=0)
         return self._with_biases(emb)
 
+    def set_bias_prior(self, item_counts, participant_counts) -> None:
+        """``model.bias_init = "log_count"``: start each bias at log(1 + training count).
+
+        Args:
+          item_counts: [I] training groups launched with each item.
+          participant_counts: [U] training groups each user joined as a participant.
+        """
+        for var, counts in ((self.item_bias, item_counts), (self.participant_bias, participant_counts)):
+            var.assign(tf.math.log1p(tf.cast(tf.reshape(counts, [-1, 1]), var.dtype)))
+
     def _with_biases(self, emb: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Adds the ``model.bias`` tables: [I, 1] and [U, 1], so an export gives them out-of-vocabulary rows."""
         if self.use_bias:
