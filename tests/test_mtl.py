@@ -278,3 +278,15 @@ def test_row_ranges_give_the_same_rows_as_a_full_call(shared: bool, alpha: float
     assert part["a"].shape == (9, 4) and part["b"].shape == (8, 4)
     np.testing.assert_allclose(part["a"].numpy(), full["a"].numpy()[:9], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(part["b"].numpy(), full["b"].numpy()[5:], rtol=1e-5, atol=1e-6)
+
+
+def test_zero_init_head_scores_every_row_alike_then_learns() -> None:
+    head = PredictionHead([8], zero_init=True)
+    x = tf.constant(np.random.default_rng(7).normal(size=(5, 4)), tf.float32)
+    out = head(x)
+    np.testing.assert_array_equal(out.numpy(), np.zeros(5, np.float32))
+    assert PredictionHead.from_config(head.get_config()).zero_init
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(head(x) * tf.range(5, dtype=tf.float32))
+    grads = tape.gradient(loss, head.logit.trainable_variables)
+    assert float(tf.reduce_sum(tf.abs(grads[0]))) > 0  # the kernel leaves zero at the first step

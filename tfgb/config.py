@@ -67,6 +67,7 @@ class ModelConfig:
     embedding_dropout: float = 0.0  # MGBR: dropout on e_u, e_i, e_p when training (per entity of a batch)
     bias: bool = False  # MGBR: add a learned item bias to task A's logit and a participant bias to task B's
     bias_init: str = "zeros"  # "zeros" or "log_count": log(1 + training count) of the item / participant
+    head_zero_init: bool = False  # MGBR: start the heads' logit kernels at zero (the block adds nothing at step 0)
     mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [32])
     heads: int = 8  # MAMGBR attention heads
     dropout: float = 0.1

@@ -363,6 +363,9 @@ class PredictionHead(tf.keras.layers.Layer):
     Args:
         hidden_units: Widths of the hidden Dense layers (may be empty: a linear score).
         activation: Activation of the hidden layers.
+        zero_init: Start the logit layer's kernel at zero, so that the head scores every row the
+            same until training gives it a consistent direction (with ``model.bias`` the model
+            then starts as its bias alone).
         **kwargs: Base `Layer` arguments.
     """
 
@@ -370,16 +373,19 @@ class PredictionHead(tf.keras.layers.Layer):
         self,
         hidden_units: Sequence[int] = (),
         activation: str = "relu",
+        zero_init: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.hidden_units = [int(units) for units in hidden_units]
         self.activation = activation
+        self.zero_init = bool(zero_init)
         self.hidden = [
             tf.keras.layers.Dense(units, activation=activation, name=f"hidden_{index}")
             for index, units in enumerate(self.hidden_units)
         ]
-        self.logit = tf.keras.layers.Dense(1, name="logit")
+        self.logit = tf.keras.layers.Dense(1, name="logit",
+                                           kernel_initializer="zeros" if self.zero_init else "glorot_uniform")
 
     def build(self, input_shape: tf.TensorShape) -> None:
         """Builds the Dense layers for inputs [..., width]."""
@@ -406,5 +412,5 @@ class PredictionHead(tf.keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(hidden_units=list(self.hidden_units), activation=self.activation)
+        config.update(hidden_units=list(self.hidden_units), activation=self.activation, zero_init=self.zero_init)
         return config

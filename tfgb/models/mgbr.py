@@ -50,8 +50,8 @@ class MGBR(GroupBuyingModel):
         self.gcn = MultiViewGCN(num_users, num_items, model.embedding_dim, model.gcn_layers, mode=model.graph,
                                 init_std=model.init_std, name="gcn")
         self.mtl = self._make_block(model)
-        self.head_a = PredictionHead(model.mlp_hidden, name="head_a")
-        self.head_b = PredictionHead(model.mlp_hidden, name="head_b")
+        self.head_a = PredictionHead(model.mlp_hidden, zero_init=model.head_zero_init, name="head_a")
+        self.head_b = PredictionHead(model.mlp_hidden, zero_init=model.head_zero_init, name="head_b")
         self.embedding_dropout = tf.keras.layers.Dropout(model.embedding_dropout, name="embedding_dropout")
         self.use_bias = model.bias
         if self.use_bias:  # model.bias: one scalar per item (task A) and per participant (task B), zeros at start
