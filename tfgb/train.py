@@ -174,9 +174,9 @@ def fit(session: Session, progress: bool = True) -> list[dict]:
         if progress:
             where = f" (part {part + 1}/{per_epoch})" if per_epoch > 1 else ""
             print(f"Epoch {epoch + 1}/{config.train.epochs}{where}", file=sys.stderr)
-        dataset = stream.dataset(epoch)
+        dataset = stream.dataset(epoch, start_batch=first)
         if per_epoch > 1:
-            dataset = dataset.skip(first).take(count)
+            dataset = dataset.take(count)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
         fit_logs = model.fit(dataset, epochs=1, verbose=(1 if progress else 0), callbacks=_fault_injection(epoch, first, count)
                              ).history

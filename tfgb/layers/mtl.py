@@ -90,6 +90,11 @@ def project(x: tf.Tensor | Rows, kernels: Sequence[tf.Tensor]) -> list[tf.Tensor
     return pieces
 
 
+def _take(x: tf.Tensor, rows: slice | None) -> tf.Tensor:
+    """``x[rows]``, or ``x`` itself for None (all rows)."""
+    return x if rows is None else x[rows]
+
+
 def mix_experts(weights: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:
     """Weighted sum of stacked expert groups, one weight vector per row.
 
@@ -287,56 +292,53 @@ class MultiTaskBlock(tf.keras.layers.Layer):
                     f"MultiTaskBlock: e_{name} has width {width}, expected {self.input_width}."
                 )
         proj = self._input_projections(parts)
-        every = slice(None)
         g_a = g_b = g_s = None
         for layer, w in enumerate(self._mtl_weights):
-            last = layer == self.num_layers - 1
             # Row ranges of this layer's task-A and task-B outputs (only the last layer trims).
-            rows = {"a": slice(None, a_until) if last and a_until is not None else every,
-                    "b": slice(b_from, None) if last and b_from is not None else every, "s": every}
-            if layer == 0:  # Eq. 15: every expert and gate of layer 1 reads g^0
-                def linear(name: str, rows_of: str, layer: int = layer, rows: dict = rows) -> tf.Tensor:
-                    out = proj[(layer, name)]
-                    return out if rows[rows_of] is every else out[rows[rows_of]]
-            else:
-                if self.shared:
-                    ins = {"a": tf.concat([g_a, g_s], axis=-1),  # [N, 2d]
-                           "b": tf.concat([g_b, g_s], axis=-1),
-                           "s": tf.concat([g_a, g_s, g_b], axis=-1)}  # [N, 3d]
-                else:
-                    ins = {"a": g_a, "b": g_b}  # [N, d]
+            last = layer == self.num_layers - 1
+            ranges = {"a": slice(None, a_until) if last and a_until is not None else None,
+                      "b": slice(b_from, None) if last and b_from is not None else None, "s": None}
+            ins = None  # Eq. 15: every expert and gate of layer 1 reads g^0 (its projections are in proj)
+            if layer > 0:
+                ins = ({"a": tf.concat([g_a, g_s], axis=-1),  # [N, 2d]
+                        "b": tf.concat([g_b, g_s], axis=-1),
+                        "s": tf.concat([g_a, g_s, g_b], axis=-1)}  # [N, 3d]
+                       if self.shared else {"a": g_a, "b": g_b})  # [N, d]
 
-                def linear(name: str, rows_of: str, w: dict = w, ins: dict = ins, rows: dict = rows) -> tf.Tensor:
-                    x = ins[name[-1]]
-                    return tf.matmul(x if rows[rows_of] is every else x[rows[rows_of]], w[name])
+            def linear(name: str, layer: int = layer, w: dict = w, ins: dict | None = ins,
+                       ranges: dict = ranges) -> tf.Tensor:
+                """Expert or gate ``name`` (task = its last letter) on that task's rows of this layer."""
+                rows = ranges[name[-1]]
+                if ins is None:
+                    return _take(proj[(layer, name)], rows)
+                return tf.matmul(_take(ins[name[-1]], rows), w[name])
 
-            def adjusted(name: str, rows_of: str, layer: int = layer, rows: dict = rows) -> tf.Tensor:
-                out = proj[(layer, name)]
-                return out if rows[rows_of] is every else out[rows[rows_of]]
+            def adjusted(name: str, layer: int = layer, ranges: dict = ranges) -> tf.Tensor:
+                """Adjusted gate ``gate_<task>_<pair>`` on that task's rows (Eq. 11, 13)."""
+                return _take(proj[(layer, name)], ranges[name[5]])
 
-            e_a = self._reshape_experts(linear("expert_a", "a"))  # E_A, [N, K, d]  (Eq. 7)
-            e_b = self._reshape_experts(linear("expert_b", "b"))  # E_B  (Eq. 8)
+            e_a = self._reshape_experts(linear("expert_a"))  # E_A, [N, K, d]  (Eq. 7)
+            e_b = self._reshape_experts(linear("expert_b"))  # E_B  (Eq. 8)
             groups_a, groups_b = [e_a], [e_b]
             if self.shared:
-                e_s = self._reshape_experts(linear("expert_s", "s"))  # E_S  (Eq. 9)
-                s_a = e_s if rows["a"] is every else e_s[rows["a"]]  # E_S on task A's rows
-                s_b = e_s if rows["b"] is every else e_s[rows["b"]]
+                e_s = self._reshape_experts(linear("expert_s"))  # E_S  (Eq. 9), all rows
+                s_a, s_b = _take(e_s, ranges["a"]), _take(e_s, ranges["b"])  # E_S on task A's / B's rows
                 groups_a, groups_b = [e_a, s_a], [e_b, s_b]
-            new_a = self._gate(linear("gate_a", "a"), groups_a)  # generic gate, Eq. 10 (g_A1)
-            new_b = self._gate(linear("gate_b", "b"), groups_b)  # Eq. 13, first line
+            new_a = self._gate(linear("gate_a"), groups_a)  # generic gate, Eq. 10 (g_A1)
+            new_b = self._gate(linear("gate_b"), groups_b)  # Eq. 13, first line
             if self.alpha != 0.0:
                 # Adjusted gates, Eq. 11 and 13: A mixes E_A by (u,i) and E_S by (i,p), (u,p);
                 # B mixes E_S by (u,i) and E_B by (i,p), (u,p). Without S, E_S -> E_A / E_B.
                 other_a = s_a if self.shared else e_a
                 other_b = s_b if self.shared else e_b
-                new_a += self.alpha * (self._gate(adjusted("gate_a_ui", "a"), [e_a])
-                                       + self._gate(adjusted("gate_a_ip", "a"), [other_a])
-                                       + self._gate(adjusted("gate_a_up", "a"), [other_a]))  # Eq. 12
-                new_b += self.alpha * (self._gate(adjusted("gate_b_ui", "b"), [other_b])
-                                       + self._gate(adjusted("gate_b_ip", "b"), [e_b])
-                                       + self._gate(adjusted("gate_b_up", "b"), [e_b]))  # Eq. 13
+                new_a += self.alpha * (self._gate(adjusted("gate_a_ui"), [e_a])
+                                       + self._gate(adjusted("gate_a_ip"), [other_a])
+                                       + self._gate(adjusted("gate_a_up"), [other_a]))  # Eq. 12
+                new_b += self.alpha * (self._gate(adjusted("gate_b_ui"), [other_b])
+                                       + self._gate(adjusted("gate_b_ip"), [e_b])
+                                       + self._gate(adjusted("gate_b_up"), [e_b]))  # Eq. 13
             if self.shared and "gate_s" in w:  # not at the last layer
-                g_s = self._gate(linear("gate_s", "s"), [e_a, e_s, e_b])  # Eq. 14
+                g_s = self._gate(linear("gate_s"), [e_a, e_s, e_b])  # Eq. 14
             g_a, g_b = new_a, new_b
         return {"a": g_a, "b": g_b}
 

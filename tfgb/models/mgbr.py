@@ -166,10 +166,9 @@ class MGBR(GroupBuyingModel):
         zeros = tf.zeros_like(seq)
         # Distinct embeddings of the batch; every row below refers to them by index (Rows), so the
         # block projects each initiator, item and participant once, however many rows share it.
-        users = tf.gather(emb["users_i"], u)  # [B, w]
-        items = [tf.gather(emb["items"], inputs["item"]), tf.gather(emb["items"], inputs["neg_item"])]
-        parts = [emb["mean_p"][None, :], tf.gather(emb["users_p"], inputs["participant"]),
-                 tf.gather(emb["users_p"], inputs["neg_participant"])]
+        # item_ids / part_ids: the id of each table row (task A's mean participant has none: -1).
+        item_ids = [inputs["item"], inputs["neg_item"]]
+        part_ids = [-tf.ones_like(u[:1]), inputs["participant"], inputs["neg_participant"]]
         # Rows, ordered so that task A's rows come first and task B's last (the block's last layer
         # computes each task only where its score is used): A+ (u, i, mean), A- (u, i-, mean),
         # then with the auxiliary losses T^P (u, i, p') [A only] and T^I (u, i', p) [A and B],
@@ -180,8 +179,8 @@ class MGBR(GroupBuyingModel):
             t = tf.shape(inputs["aux_items"])[1]
             rep = tf.repeat(seq, t)  # [B*T]: triple of each auxiliary row
             flat = tf.range(b * t)
-            items.append(tf.gather(emb["items"], tf.reshape(inputs["aux_items"], [-1])))
-            parts.append(tf.gather(emb["users_p"], tf.reshape(inputs["aux_participants"], [-1])))
+            item_ids.append(tf.reshape(inputs["aux_items"], [-1]))
+            part_ids.append(tf.reshape(inputs["aux_participants"], [-1]))
             u_idx += [rep, rep]
             i_idx += [rep, 2 * b + flat]  # T^P: (u, i, p'); T^I: (u, i', p)
             p_idx += [1 + 2 * b + flat, 1 + rep]
@@ -189,23 +188,22 @@ class MGBR(GroupBuyingModel):
         i_idx += [seq, seq]
         p_idx += [1 + seq, 1 + b + seq]
         a_until, b_from = 2 * b + 2 * b * t, 2 * b + b * t
+        item_ids, part_ids = tf.concat(item_ids, 0), tf.concat(part_ids, 0)
+        i_idx, p_idx = tf.concat(i_idx, 0), tf.concat(p_idx, 0)
+        users = tf.gather(emb["users_i"], u)  # [B, w]
+        items = tf.gather(emb["items"], item_ids)
+        parts = tf.concat([emb["mean_p"][None, :], tf.gather(emb["users_p"], part_ids[1:])], 0)
         # model.embedding_dropout: one mask per gathered embedding, shared by every row that refers to it
         # (e.g. an initiator's mask by all 4 + 2|T| rows of its triple).
-        users, items, parts = (self.embedding_dropout(x, training=training)
-                               for x in (users, tf.concat(items, 0), tf.concat(parts, 0)))
-        g = self._block(Rows(users, tf.concat(u_idx, 0)), Rows(items, tf.concat(i_idx, 0)),
-                        Rows(parts, tf.concat(p_idx, 0)), training, a_until=a_until, b_from=b_from)
+        users, items, parts = (self.embedding_dropout(x, training=training) for x in (users, items, parts))
+        g = self._block(Rows(users, tf.concat(u_idx, 0)), Rows(items, i_idx), Rows(parts, p_idx), training,
+                        a_until=a_until, b_from=b_from)
         # g["a"]: A+, A-, T^P, T^I; g["b"]: T^I, B+, B-.
         logit_a = self._logit(self.head_a, g["a"], training)
         logit_b = self._logit(self.head_b, g["b"], training)
         if self.use_bias:  # the item of every task-A row, the participant of every task-B row
-            row_items = [inputs["item"], inputs["neg_item"]]
-            row_parts = [inputs["participant"], inputs["neg_participant"]]
-            if self.aux_losses:
-                row_items += [tf.repeat(inputs["item"], t), tf.reshape(inputs["aux_items"], [-1])]
-                row_parts = [tf.repeat(inputs["participant"], t)] + row_parts
-            logit_a += self._bias(emb, "item_bias", tf.concat(row_items, 0))
-            logit_b += self._bias(emb, "participant_bias", tf.concat(row_parts, 0))
+            logit_a += self._bias(emb, "item_bias", tf.gather(item_ids, i_idx[:a_until]))
+            logit_b += self._bias(emb, "participant_bias", tf.gather(part_ids, p_idx[b_from:]))
         pos_a, neg_a = logit_a[:b], logit_a[b: 2 * b]
         pos_b, neg_b = logit_b[b * t: b * t + b], logit_b[b * t + b:]
         dummy = tf.zeros_like(pos_a)
