@@ -80,10 +80,11 @@ def test_variants_train_and_evaluate(variant: str, tmp_path: Path):
 SMALL = ("train.epochs=3", "data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150")
 
 
-@pytest.mark.parametrize("per_epoch, kill_at, kept", [(1, "2:3", 1), (2, "2:6", 3)])
-def test_killed_run_resumes_and_matches_uninterrupted(per_epoch: int, kill_at: str, kept: int, tmp_path: Path):
+@pytest.mark.parametrize("per_epoch, kill_at, kept, folds", [(1, "2:3", 1, 1), (2, "2:6", 3, 1), (2, "2:6", 3, 2)])
+def test_killed_run_resumes_and_matches_uninterrupted(per_epoch: int, kill_at: str, kept: int, folds: int,
+                                                      tmp_path: Path):
     strict = {"TFGB_DETERMINISTIC": "1"}  # bit-identical kernels even when other processes load the CPU
-    recipe = (*SMALL, f"train.evals_per_epoch={per_epoch}")
+    recipe = (*SMALL, f"train.evals_per_epoch={per_epoch}", f"train.graph_folds={folds}")
     straight = tmp_path / "straight"
     proc = run(train_args(straight, *recipe), tmp_path, env=strict)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -90,6 +90,10 @@ class TrainConfig:
     deterministic: bool = True  # op determinism + one inter-op thread: bit-identical reruns and resumes
     valid_max_groups: int = 1000  # seeded subsample for per-epoch validation; 0 = all
     evals_per_epoch: int = 1  # validate (and keep the best / last checkpoint) this many times per epoch
+    # k > 1: split the training groups into k folds; a batch of fold f is scored over graphs built from
+    # the other folds, so no training triple is an edge of its own graph (as no valid/test group is).
+    # 1 = the papers' way: every training triple is an edge of the graphs it is trained against.
+    graph_folds: int = 1
 
 
 @dataclasses.dataclass
@@ -259,7 +263,7 @@ def validate(config: Config) -> None:
             raise ConfigError(f"config key 'model.{key}' must be at least 1")
     if config.model.embedding_dim % 1:
         raise ConfigError("config key 'model.embedding_dim' must be an integer")
-    for key in ("epochs", "batch_size", "aux_size", "evals_per_epoch"):
+    for key in ("epochs", "batch_size", "aux_size", "evals_per_epoch", "graph_folds"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}' must be at least 1")
     if config.train.learning_rate <= 0:

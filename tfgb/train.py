@@ -63,6 +63,8 @@ def build_session(config: cfg.Config, data_dir: str | None, model_dir: str | Pat
     data.save_vocabularies(run.vocab)
     graphs = data.graphs()
     model = models.build(config, data.num_users, data.num_items, graphs)
+    if config.train.graph_folds > 1:
+        model.set_fold_graphs(data.fold_graphs(config.train.graph_folds, config.train.seed))
     if getattr(model, "use_bias", False) and config.model.bias_init == "log_count":
         model.set_bias_prior(np.bincount(data.train.item, minlength=data.num_items),
                              np.bincount(data.train.participants, minlength=data.num_users))

@@ -48,7 +48,7 @@ from tfgb.errors import ConfigError, DataError
 if TYPE_CHECKING:  # these import TensorFlow; loaded only when graphs or a stream are asked for
     import tensorflow as tf
 
-    from tfgb.data.stream import TrainingStream
+    from tfgb.data.stream import FoldedStream, TrainingStream
 
 logger = logging.getLogger(__name__)
 
@@ -123,14 +123,49 @@ class Prepared:
 
         return self._cached(("graphs", failed_launches), build)
 
-    def training_stream(self, train: TrainConfig) -> TrainingStream:
-        """The :class:`tfgb.data.stream.TrainingStream` for ``train.batch_size/aux_size/seed``; built once."""
-        from tfgb.data.stream import TrainingStream  # imports TensorFlow
+    def training_stream(self, train: TrainConfig) -> TrainingStream | FoldedStream:
+        """The training batches for ``train.batch_size/aux_size/seed/graph_folds``; built once.
 
-        key = ("stream", train.batch_size, train.aux_size, train.seed)
-        return self._cached(key, lambda: TrainingStream(
-            self.train, self.train_interactions(), self.num_users, self.num_items,
-            train.batch_size, train.aux_size, train.seed))
+        ``graph_folds`` = 1: a :class:`tfgb.data.stream.TrainingStream` over every training group.
+        k > 1: a :class:`tfgb.data.stream.FoldedStream` whose fold ``f`` holds the groups of
+        :meth:`fold_of_groups` == f (pair it with :meth:`fold_graphs`). Negatives avoid every
+        training interaction in both cases.
+        """
+        from tfgb.data.stream import FoldedStream, TrainingStream  # imports TensorFlow
+
+        def build() -> TrainingStream | FoldedStream:
+            def stream(groups: DealGroups, seed: int) -> TrainingStream:
+                return TrainingStream(groups, self.train_interactions(), self.num_users, self.num_items,
+                                      train.batch_size, train.aux_size, seed)
+
+            k = train.graph_folds
+            if k == 1:
+                return stream(self.train, train.seed)
+            fold = self.fold_of_groups(k, train.seed)
+            return FoldedStream([stream(self.train.take(np.flatnonzero(fold == f)),
+                                        int(np.random.SeedSequence([train.seed, k, f]).generate_state(1)[0]))
+                                 for f in range(k)], train.seed)
+
+        return self._cached(("stream", train.batch_size, train.aux_size, train.seed, train.graph_folds), build)
+
+    def fold_of_groups(self, folds: int, seed: int) -> np.ndarray:
+        """The fold of every training group for ``train.graph_folds`` = ``folds``, ``int64`` [G]."""
+        from tfgb.data.stream import fold_of_groups
+
+        return fold_of_groups(len(self.train), folds, seed)
+
+    def fold_graphs(self, folds: int, seed: int, failed_launches: bool = True) -> list[dict[str, tf.sparse.SparseTensor]]:
+        """Per fold ``f``: the graphs of :meth:`graphs` built from the training groups NOT in fold ``f``
+        (failed launches stay in every fold's graphs: they are never training triples)."""
+        from tfgb.data.graphs import build_graphs  # imports TensorFlow
+
+        def build() -> list[dict[str, tf.sparse.SparseTensor]]:
+            fold = self.fold_of_groups(folds, seed)
+            failed = (self.failed_users, self.failed_items) if failed_launches else (None, None)
+            return [build_graphs(self.train.take(np.flatnonzero(fold != f)), self.num_users, self.num_items, *failed)
+                    for f in range(folds)]
+
+        return self._cached(("fold_graphs", folds, seed, failed_launches), build)
 
     def training_dataset(self, train: TrainConfig, epoch: int, start_batch: int = 0) -> tf.data.Dataset:
         """One epoch of training batches as a ``tf.data.Dataset`` (see :mod:`tfgb.data.stream`)."""

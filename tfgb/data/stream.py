@@ -154,6 +154,80 @@ class TrainingStream:
         )
 
 
+def fold_of_groups(num_groups: int, folds: int, seed: int) -> np.ndarray:
+    """A seeded, balanced assignment of ``num_groups`` groups to ``folds`` folds, ``int64`` [G]."""
+    fold = np.empty(num_groups, dtype=np.int64)
+    fold[np.random.default_rng([int(seed), int(folds)]).permutation(num_groups)] = np.arange(num_groups) % folds
+    return fold
+
+
+class FoldedStream:
+    """Training batches of k disjoint folds of the training groups (``train.graph_folds``).
+
+    Each batch holds the triples of ONE fold and carries it as ``fold`` [B] (``int32``, the same
+    value in every row); the model propagates that batch over graphs built from the OTHER folds'
+    groups, so a training triple is never an edge of the graph it is scored on, just as a
+    validation or test group is not. Fold ``f``'s batches are those of a
+    :class:`TrainingStream` over its groups; an epoch visits every batch of every fold once, in an
+    order that interleaves the folds: ``default_rng([seed, epoch, folds]).permutation`` of the
+    (fold, batch) pairs. Like :class:`TrainingStream`, batch ``b`` of epoch ``e`` is a pure
+    function of the data, the seed, ``e`` and ``b``.
+
+    Args:
+      streams: one :class:`TrainingStream` per fold (same batch and aux sizes).
+      seed: seed of the fold interleaving (e.g. ``train.seed``).
+    """
+
+    def __init__(self, streams: list[TrainingStream], seed: int):
+        if len(streams) < 2:
+            raise ValueError("a FoldedStream needs at least two folds")
+        self.streams = list(streams)
+        self.batch_size, self.aux_size, self.seed = streams[0].batch_size, streams[0].aux_size, int(seed)
+
+    @property
+    def num_triples(self) -> int:
+        return sum(s.num_triples for s in self.streams)
+
+    @property
+    def num_batches(self) -> int:
+        return sum(s.num_batches for s in self.streams)
+
+    def schedule(self, epoch: int) -> np.ndarray:
+        """``int64`` [num_batches, 2]: (fold, batch of that fold's stream) of every batch of ``epoch``."""
+        pairs = np.concatenate([np.stack([np.full(s.num_batches, f), np.arange(s.num_batches)], 1)
+                                for f, s in enumerate(self.streams)])
+        order = np.random.default_rng([self.seed, int(epoch), len(self.streams)]).permutation(len(pairs))
+        return pairs[order]
+
+    def batch(self, epoch: int, index: int, schedule: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Batch ``index`` of ``epoch``: :meth:`TrainingStream.batch` of its fold, plus ``fold`` [B]."""
+        schedule = self.schedule(epoch) if schedule is None else schedule
+        fold, local = (int(x) for x in schedule[index])
+        out = self.streams[fold].batch(epoch, local)
+        out["fold"] = np.full(out["initiator"].shape, fold, dtype=np.int32)
+        return out
+
+    def dataset(self, epoch: int, start_batch: int = 0, parallel_calls: int | None = None) -> tf.data.Dataset:
+        """The batches of one epoch from ``start_batch`` on, one ``tf.numpy_function`` call per batch
+        (batches of different folds must never be merged, so no rebatching)."""
+        schedule = self.schedule(epoch)
+        keys = (*TRAINING_KEYS, "fold")
+
+        def make(index: np.ndarray) -> list[np.ndarray]:
+            batch = self.batch(epoch, int(index), schedule)
+            return [batch[key] for key in keys]
+
+        def to_dict(index: tf.Tensor) -> dict[str, tf.Tensor]:
+            values = tf.numpy_function(make, [index], Tout=[tf.int32] * len(keys), stateful=False)
+            return {key: tf.ensure_shape(value, [None, self.aux_size] if key.startswith("aux_") else [None])
+                    for key, value in zip(keys, values)}
+
+        calls = tf.data.AUTOTUNE if parallel_calls is None else parallel_calls
+        return (tf.data.Dataset.range(int(start_batch), self.num_batches)
+                .map(to_dict, num_parallel_calls=calls, deterministic=True)
+                .prefetch(tf.data.AUTOTUNE))
+
+
 def training_dataset(
     train: DealGroups,
     interacted_items_by_user: PairSet,

@@ -35,10 +35,38 @@ class GroupBuyingModel(tfrs.Model):
         super().__init__(**kwargs)
         self.num_users = int(num_users)
         self.num_items = int(num_items)
-        self._graphs = Graphs(graphs or {})
+        self._graphs = Graphs(self.derive_graphs(dict(graphs or {})))
+        self._fold_graphs: list[Graphs] = []
 
-    def propagate(self, training: bool = False) -> dict[str, tf.Tensor]:
+    # Models whose training propagates over the graphs set this: their batches of a
+    # ``train.graph_folds`` stream are then scored over their fold's graphs (see ``propagate_batch``).
+    uses_graph_folds = False
+
+    def derive_graphs(self, graphs: dict[str, tf.sparse.SparseTensor]) -> dict[str, tf.sparse.SparseTensor]:
+        """Adds the model's own graphs made from the training graphs (e.g. LightGCN's user-item graph)."""
+        return graphs
+
+    def set_fold_graphs(self, folds: list[dict[str, tf.sparse.SparseTensor]]) -> None:
+        """``train.graph_folds``: per fold f, the graphs of the training groups outside fold f."""
+        self._fold_graphs = [Graphs(self.derive_graphs(dict(graphs))) for graphs in folds]
+
+    def propagate(self, training: bool = False, graphs: Graphs | None = None) -> dict[str, tf.Tensor]:
+        """The embedding tables, propagated over ``graphs`` (default: every training group's graphs)."""
         raise NotImplementedError
+
+    def propagate_batch(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
+        """``propagate`` for one training batch: over the graphs of its fold when it has one.
+
+        A batch of a ``train.graph_folds`` stream carries ``fold`` [B] (one value); its triples are
+        scored over graphs built without that fold's groups, i.e. without their own edges.
+        Evaluation and export always propagate over all training groups.
+        """
+        if "fold" not in inputs or not self.uses_graph_folds:
+            return self.propagate(training)
+        if not self._fold_graphs:
+            raise ValueError("a batch with a 'fold' needs the fold graphs: call set_fold_graphs first")
+        branches = [lambda g=g: self.propagate(training, g) for g in self._fold_graphs]
+        return tf.switch_case(tf.cast(inputs["fold"][0], tf.int32), branches)
 
     def score_items(self, emb: dict[str, tf.Tensor], initiator: tf.Tensor, candidates: tf.Tensor,
                     training: bool = False) -> tf.Tensor:
@@ -55,7 +83,7 @@ class GroupBuyingModel(tfrs.Model):
 
         For models with ``task_a``, ``task_b`` (BPR tasks) and ``beta``: the baselines.
         """
-        emb = self.propagate(training)
+        emb = self.propagate_batch(inputs, training)
         u = inputs["initiator"]
         items = tf.stack([inputs["item"], inputs["neg_item"]], 1)
         users = tf.stack([inputs["participant"], inputs["neg_participant"]], 1)

@@ -75,17 +75,22 @@ class GBMF(GroupBuyingModel):
         self.items = table("items", num_items)
         self.friend_weight = float(friend_weight)
         self.beta = train.beta
-        self._graphs.graphs["friends"] = friend_mean_graph(self._graphs.graphs)  # untracked constant
         self.task_a = bpr_task("loss_a")
         self.task_p = bpr_task("loss_p")
         self.task_b = bpr_task("loss_b")
 
-    def propagate(self, training: bool = False) -> dict[str, tf.Tensor]:
+    uses_graph_folds = True
+
+    def derive_graphs(self, graphs):
+        """Adds the friend-mean graph (untracked constant) made from the training graphs."""
+        return {**graphs, "friends": friend_mean_graph(graphs)} if graphs else graphs
+
+    def propagate(self, training: bool = False, graphs=None) -> dict[str, tf.Tensor]:
         """``users_i`` = P^I, ``users_p`` = P^P, ``items`` = Q, ``friends`` = f_u [U, d]."""
         participants = tf.convert_to_tensor(self.participants)
         return {"users_i": tf.convert_to_tensor(self.initiators), "users_p": participants,
                 "items": tf.convert_to_tensor(self.items),
-                "friends": sparse_matmul(self._graphs["friends"], participants, symmetric=False)}
+                "friends": sparse_matmul((graphs or self._graphs)["friends"], participants, symmetric=False)}
 
     def score_items(self, emb, initiator, candidates, training=False):
         """s(i|u) = (1 - a) <P^I_u, Q_i> + a <f_u, Q_i>: [B], [B, C] -> [B, C]."""
@@ -100,7 +105,7 @@ class GBMF(GroupBuyingModel):
 
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """``L_A + L_P + beta * L_B`` (BPR) on one batch of the training stream."""
-        emb = self.propagate(training)
+        emb = self.propagate_batch(inputs, training)
         items = tf.gather(emb["items"], tf.stack([inputs["item"], inputs["neg_item"]], 1))  # [B, 2, d]
         initiator = tf.gather(emb["users_i"], inputs["initiator"])
         participant = tf.gather(emb["users_p"], inputs["participant"])

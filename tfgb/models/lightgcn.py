@@ -35,14 +35,19 @@ class LightGCN(DotProductModel):
         self.embeddings = self.add_weight(
             name="embeddings", shape=(num_users + num_items, model.embedding_dim),
             initializer=tf.keras.initializers.RandomNormal(stddev=0.1))
-        self._graphs.graphs["user_item"] = user_item_graph(self._graphs.graphs, num_users)  # untracked constant
 
-    def propagate(self, training: bool = False) -> dict[str, tf.Tensor]:
+    uses_graph_folds = True
+
+    def derive_graphs(self, graphs):
+        """Adds the symmetric user-item graph (untracked constant) made from the "hetero" graph."""
+        return {**graphs, "user_item": user_item_graph(graphs, self.num_users)} if graphs else graphs
+
+    def propagate(self, training: bool = False, graphs=None) -> dict[str, tf.Tensor]:
         """Eq. 7-8: ``users_i`` = ``users_p`` [U, d] and ``items`` [I, d]."""
         x = tf.convert_to_tensor(self.embeddings)
         total = x
         for _ in range(self.num_layers):
-            x = sparse_matmul(self._graphs["user_item"], x)
+            x = sparse_matmul((graphs or self._graphs)["user_item"], x)
             total += x
         out = total / float(self.num_layers + 1)
         users = out[: self.num_users]

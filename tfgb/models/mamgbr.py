@@ -63,12 +63,12 @@ class MAMGBR(MGBR):
                                   alpha=model.alpha, shared=model.shared_experts, attention=self._attention,
                                   dropout=model.dropout, name="mtl")
 
-    def propagate(self, training: bool = False) -> dict[str, tf.Tensor]:
+    def propagate(self, training: bool = False, graphs=None) -> dict[str, tf.Tensor]:
         """Eq. 1-6; with separate tasks (MAMGBR-M) the tables are [GCN_A || GCN_B], each half
         standardized on its own (standardize is per column), and ``mean_p`` likewise."""
         if not self.separate_tasks:
-            return super().propagate(training)
-        parts = [dict(gcn(self._graphs.graphs, training=training)) for gcn in (self.gcn, self.gcn_b)]
+            return super().propagate(training, graphs)
+        parts = [dict(gcn((graphs or self._graphs).graphs, training=training)) for gcn in (self.gcn, self.gcn_b)]
         emb = {}
         for key in parts[0]:
             values = [p[key] for p in parts]

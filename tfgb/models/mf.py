@@ -23,6 +23,6 @@ class MFBPR(DotProductModel):
         self.items = tf.keras.layers.Embedding(num_items, model.embedding_dim, name="items",
                                                embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.1))
 
-    def propagate(self, training: bool = False) -> dict[str, tf.Tensor]:
+    def propagate(self, training: bool = False, graphs=None) -> dict[str, tf.Tensor]:
         users = self.users(tf.range(self.num_users))
         return {"users_i": users, "users_p": users, "items": self.items(tf.range(self.num_items))}

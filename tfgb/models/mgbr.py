@@ -69,9 +69,11 @@ class MGBR(GroupBuyingModel):
                               shared=model.shared_experts, gate_softmax=model.gate_softmax, name="mtl")
 
     # -- embeddings and scoring -------------------------------------------------------------
-    def propagate(self, training: bool = False) -> dict[str, tf.Tensor]:
+    uses_graph_folds = True
+
+    def propagate(self, training: bool = False, graphs=None) -> dict[str, tf.Tensor]:
         """Eq. 1-6 over the training graphs; adds ``mean_p``, the mean participant embedding (Sec. II-E)."""
-        emb = dict(self.gcn(self._graphs.graphs, training=training))
+        emb = dict(self.gcn((graphs or self._graphs).graphs, training=training))
         if self.model_config.standardize:
             emb = {key: standardize(value) for key, value in emb.items()}
         emb["mean_p"] = tf.reduce_mean(emb["users_p"], axis=0)
@@ -159,7 +161,7 @@ class MGBR(GroupBuyingModel):
         positives/negatives, and the 2|T| auxiliary rows per triple) go through the multi-task
         block in one call; each row is scored independently.
         """
-        emb = self.propagate(training)
+        emb = self.propagate_batch(inputs, training)
         u = inputs["initiator"]
         b = tf.shape(u)[0]
         seq = tf.range(b)

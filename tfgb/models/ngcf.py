@@ -42,14 +42,19 @@ class NGCF(DotProductModel):
         self.gc = [tf.keras.layers.Dense(d, name=f"gc_{layer}") for layer in range(self.num_layers)]  # W_1, b_1
         self.bi = [tf.keras.layers.Dense(d, name=f"bi_{layer}") for layer in range(self.num_layers)]  # W_2, b_2
         self.message_dropout = tf.keras.layers.Dropout(model.dropout, name="message_dropout")
-        self._graphs.graphs["user_item"] = user_item_graph(self._graphs.graphs, num_users)  # untracked constant
 
-    def propagate(self, training: bool = False) -> dict[str, tf.Tensor]:
+    uses_graph_folds = True
+
+    def derive_graphs(self, graphs):
+        """Adds the symmetric user-item graph (untracked constant) made from the "hetero" graph."""
+        return {**graphs, "user_item": user_item_graph(graphs, self.num_users)} if graphs else graphs
+
+    def propagate(self, training: bool = False, graphs=None) -> dict[str, tf.Tensor]:
         """Eq. 7-9: ``users_i`` = ``users_p`` [U, (H+1)d] and ``items`` [I, (H+1)d]."""
         x = tf.convert_to_tensor(self.embeddings)
         layers = [x]
         for gc, bi in zip(self.gc, self.bi):
-            side = sparse_matmul(self._graphs["user_item"], x)  # L E
+            side = sparse_matmul((graphs or self._graphs)["user_item"], x)  # L E
             x = tf.nn.leaky_relu(gc(side + x) + bi(side * x), alpha=0.2)  # Eq. 7
             x = self.message_dropout(x, training=training)
             layers.append(tf.math.l2_normalize(x, axis=-1))

@@ -76,7 +76,7 @@ class Popularity(GroupBuyingModel):
         self.task_a = bpr_task("loss_a")
         self.task_b = bpr_task("loss_b")
 
-    def propagate(self, training: bool = False) -> dict[str, tf.Tensor]:
+    def propagate(self, training: bool = False, graphs=None) -> dict[str, tf.Tensor]:
         """The fixed tables of :func:`popularity_statistics` (nothing is learned)."""
         return dict(self._tables.graphs)
 
