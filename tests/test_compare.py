@@ -75,7 +75,7 @@ def test_model_trains_one_epoch_through_the_cli(name: str, trained) -> None:
 def test_compare_writes_table_csv_png_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "cmp"
     args = ["-m", "tfgb.compare", "--quiet", "--models", "popularity,mf-bpr", "--seeds", "1", "--out", str(out),
-            *sets(*TINY, f"data.cache_dir={tmp_path / 'cache'}")]
+            *sets(*TINY, f"data.cache_dir={tmp_path / 'cache'}"), "--set-for", "mf-bpr:train.epochs=2"]
     proc = run(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (out / "comparison.md").read_text()
@@ -86,6 +86,10 @@ def test_compare_writes_table_csv_png_and_resumes(tmp_path: Path) -> None:
     assert [row["model"] for row in rows] == ["popularity", "mf-bpr"]
     assert {"a_mrr@10_mean", "a_mrr@10_std", "b_ndcg@100_mean", "parameters", "minutes_per_epoch"} <= set(rows[0])
     assert (out / "mrr10.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # --set-for changed mf-bpr's runs only, and the budget sentence says so.
+    assert [float(row["epochs"]) for row in rows] == [1.0, 2.0]
+    assert len((out / "runs" / "mf-bpr-seed1" / "history.csv").read_text().splitlines()) == 3
+    assert "mf-bpr: `train.epochs=2`" in table
     finished = {path: path.stat().st_mtime_ns for path in out.glob("runs/*/metrics.json")}
     assert len(finished) == 2
 
@@ -100,6 +104,8 @@ def test_compare_writes_table_csv_png_and_resumes(tmp_path: Path) -> None:
     (["--models", "mgbr,lightgnc"], ["unknown model", "lightgcn"]),
     (["--models", "mgbr", "--set", "train.seed=3"], ["train.seed", "--seeds"]),
     (["--models", "mgbr", "--seeds", "0"], ["--seeds"]),
+    (["--models", "mgbr", "--set-for", "lightgcn:train.epochs=2"], ["--set-for", "lightgcn", "not in --models"]),
+    (["--models", "mgbr", "--set-for", "mgbr-train.epochs=2"], ["--set-for", "MODEL:KEY=VALUE"]),
 ])
 def test_compare_rejects_bad_arguments_in_one_sentence(extra: list[str], words: list[str], tmp_path: Path,
                                                         capsys) -> None:

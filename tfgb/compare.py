@@ -47,8 +47,13 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def run_all(pipeline: str | None, data_dir: str | None, names: list[str], seeds: int, out: Path,
-            overrides: list[str], progress: bool = True) -> dict[str, list[dict]]:
-    """Train (or read) every (model, seed) run; returns ``{model: [metrics of seed 1, ...]}``."""
+            overrides: list[str], progress: bool = True,
+            per_model: dict[str, list[str]] | None = None) -> dict[str, list[dict]]:
+    """Train (or read) every (model, seed) run; returns ``{model: [metrics of seed 1, ...]}``.
+
+    ``per_model``: extra overrides of one model's runs (``--set-for``), applied after ``overrides``.
+    """
+    per_model = per_model or {}
     import tensorflow as tf
 
     from tfgb import train as train_lib
@@ -56,8 +61,8 @@ def run_all(pipeline: str | None, data_dir: str | None, names: list[str], seeds:
     configs = {}
     for name in names:  # resolve every recipe first: a typo fails before hours of training
         for seed in range(1, seeds + 1):
-            configs[name, seed] = train_lib.load_config(pipeline, [*overrides, f"model.name={name}",
-                                                                   f"train.seed={seed}"])
+            configs[name, seed] = train_lib.load_config(pipeline, [*overrides, *per_model.get(name, []),
+                                                                   f"model.name={name}", f"train.seed={seed}"])
     results: dict[str, list[dict]] = {name: [] for name in names}
     total = len(configs)
     for done, ((name, seed), config) in enumerate(configs.items(), 1):
@@ -89,7 +94,8 @@ def summarize(results: dict[str, list[dict]]) -> list[dict]:
         row["parameters"] = int(runs[0].get("parameters", 0))
         minutes = [r["minutes_per_epoch"] for r in runs if r.get("minutes_per_epoch") is not None]
         row["minutes_per_epoch"] = sum(minutes) / len(minutes) if minutes else float("nan")
-        row["epochs"] = int(runs[0].get("epochs", 0))
+        row["epochs"] = float(runs[0].get("epochs", 0))
+        row["train_minutes"] = row["minutes_per_epoch"] * row["epochs"]
         rows.append(row)
     return rows
 
@@ -97,13 +103,14 @@ def summarize(results: dict[str, list[dict]]) -> list[dict]:
 def markdown(rows: list[dict], budget: str) -> str:
     """The comparison table (test split) as Markdown."""
     head = ["model"] + [f"{task.upper()} {metric.upper()}" for task, _ in TASKS for metric in METRICS]
-    head += ["parameters", "min/epoch"]
+    head += ["parameters", "epochs", "min/epoch", "train min"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["model"]]
         cells += [f"{row[f'{task}_{metric}_mean']:.4f} ± {row[f'{task}_{metric}_std']:.4f}"
                   for task, _ in TASKS for metric in METRICS]
-        cells += [f"{row['parameters']:,}", f"{row['minutes_per_epoch']:.3f}"]
+        cells += [f"{row['parameters']:,}", f"{row['epochs']:g}", f"{row['minutes_per_epoch']:.3f}",
+                  f"{row['train_minutes']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     note = ("Test split; task A ranks items for the initiator, task B participants for (initiator, item). "
             "@10 = 1 positive + 9 negatives, @100 = 1 + 99 (pessimistic ties). Mean ± sample std over seeds.")
@@ -146,12 +153,19 @@ def plot(rows: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
-def budget_text(config: Config, pipeline: str | None, overrides: list[str], seeds: int, out: Path) -> str:
+def budget_text(config: Config, pipeline: str | None, overrides: list[str], seeds: int, out: Path,
+                per_model: dict[str, list[str]] | None = None) -> str:
     """The sentence stating what every model was given."""
     t = config.train
+    same = (f"Same budget for every model: {t.epochs} epochs, batch {t.batch_size}, learning rate "
+            f"{t.learning_rate}, best checkpoint by validation MRR@10")
+    if per_model:
+        changed = "; ".join(f"{name}: `{' '.join(sets)}`" for name, sets in per_model.items())
+        same = (f"Every model gets the recipe's budget ({t.epochs} epochs, batch {t.batch_size}, learning rate "
+                f"{t.learning_rate}, best checkpoint by validation MRR@10) except these per-model settings "
+                f"(--set-for): {changed}")
     return (f"Recipe `{pipeline or 'pipelines/default.toml'}` ({config.name}), overrides "
-            f"`{' '.join(overrides) or 'none'}`. Same budget for every model: {t.epochs} epochs, batch "
-            f"{t.batch_size}, learning rate {t.learning_rate}, best epoch by validation MRR@10; seeds "
+            f"`{' '.join(overrides) or 'none'}`. {same}; seeds "
             f"train.seed = 1..{seeds} (data split and candidate lists fixed by data.seed = {config.data.seed}). "
             f"Runs in `{out / 'runs'}`.")
 
@@ -166,6 +180,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: runs/compare-<recipe name>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value for every run, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--set-for", dest="per_model", action="append", default=[], metavar="MODEL:KEY=VALUE",
+                   help="override a recipe value for one model's runs only, e.g. --set-for lightgcn:train.epochs=20 "
+                        "(repeatable; stated in the table's budget sentence)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (run summaries still go to stderr)")
     return p
 
@@ -185,13 +202,24 @@ def main(argv: list[str] | None = None) -> int:
         key = override.split("=", 1)[0].strip()
         if key in ("model.name", "train.seed"):
             raise ConfigError(f"--set {key} is chosen by compare itself (--models / --seeds)")
+    per_model: dict[str, list[str]] = {}
+    for spec in args.per_model:
+        name, sep, assignment = spec.partition(":")
+        name = name.strip().lower()
+        if not sep or "=" not in assignment:
+            raise ConfigError(f"--set-for needs MODEL:KEY=VALUE, got {spec!r}")
+        if name not in names:
+            raise ConfigError(f"--set-for names {name!r}, which is not in --models ({args.models})")
+        if assignment.split("=", 1)[0].strip() in ("model.name", "train.seed"):
+            raise ConfigError(f"--set-for {spec}: model.name and train.seed are chosen by compare itself")
+        per_model.setdefault(name, []).append(assignment)
     from tfgb import train as train_lib  # imports TensorFlow
 
     config = train_lib.load_config(args.pipeline, args.overrides)
     out = Path(args.out or f"runs/compare-{config.name}")
-    results = run_all(args.pipeline, args.data_dir, names, args.seeds, out, args.overrides, not args.quiet)
+    results = run_all(args.pipeline, args.data_dir, names, args.seeds, out, args.overrides, not args.quiet, per_model)
     rows = summarize(results)
-    table = markdown(rows, budget_text(config, args.pipeline, args.overrides, args.seeds, out))
+    table = markdown(rows, budget_text(config, args.pipeline, args.overrides, args.seeds, out, per_model))
     atomic_write(out / "comparison.md", table)
     atomic_write(out / "comparison.csv", write_csv(rows))
     plot(rows, out / "mrr10.png")
