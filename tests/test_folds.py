@@ -104,7 +104,7 @@ def test_a_fold_batch_is_scored_over_its_fold_graphs_and_trains(name, data):
     batch = {k: tf.constant(v) for k, v in prepared.training_stream(config.train).batch(0, 0).items()}
     f = int(batch["fold"][0])
     got = model.propagate_batch(batch, training=False)
-    own = model.propagate(False, Graphs(model.derive_graphs(dict(folds[f]))))
+    own = model.propagate(False, Graphs(model.derive_graphs(dict(folds[f]))))  # the fold graphs as built
     full = model.propagate(False)
     assert set(got) == set(own) == set(full)
     for key in got:

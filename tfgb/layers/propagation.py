@@ -92,11 +92,7 @@ def sparse_matmul(
         out.set_shape(out_shape)
 
         def grad(upstream: tf.Tensor) -> tf.Tensor:
-            # The CSR handle is converted again here rather than reused: inside a tf.switch_case
-            # branch (train.graph_folds) the forward's handle reaches the gradient through an
-            # Optional that drops the shape the multiply needs.
-            again = to_csr(adj, check_order=False)
-            dx = tf.raw_ops.SparseMatrixMatMul(a=again, b=upstream, transpose_a=not symmetric)
+            dx = tf.raw_ops.SparseMatrixMatMul(a=csr, b=upstream, transpose_a=not symmetric)
             dx.set_shape(dense.shape)
             return dx
 

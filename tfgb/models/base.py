@@ -8,8 +8,25 @@ rows of the batch.
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+
+
+def align_values(full: tf.sparse.SparseTensor, part: tf.sparse.SparseTensor) -> np.ndarray:
+    """``part``'s values at ``full``'s indices (0 where ``part`` has no entry), ``float32`` [nnz of full].
+
+    Both in row-major order; every entry of ``part`` must be an entry of ``full``.
+    """
+    width = int(full.dense_shape[1])
+    full_keys = full.indices.numpy() @ np.array([width, 1], np.int64)
+    part_keys = part.indices.numpy() @ np.array([width, 1], np.int64)
+    where = np.searchsorted(full_keys, part_keys)
+    if part_keys.size and (where.max() >= full_keys.size or not np.array_equal(full_keys[where], part_keys)):
+        raise ValueError("a fold graph has an entry that the full training graph lacks")
+    out = np.zeros(full_keys.size, np.float32)
+    out[where] = part.values.numpy()
+    return out
 
 
 class Graphs:
@@ -36,7 +53,7 @@ class GroupBuyingModel(tfrs.Model):
         self.num_users = int(num_users)
         self.num_items = int(num_items)
         self._graphs = Graphs(self.derive_graphs(dict(graphs or {})))
-        self._fold_graphs: list[Graphs] = []
+        self._fold_values = Graphs({})  # untracked: [k, nnz] values per graph (set_fold_graphs)
 
     # Models whose training propagates over the graphs set this: their batches of a
     # ``train.graph_folds`` stream are then scored over their fold's graphs (see ``propagate_batch``).
@@ -47,8 +64,15 @@ class GroupBuyingModel(tfrs.Model):
         return graphs
 
     def set_fold_graphs(self, folds: list[dict[str, tf.sparse.SparseTensor]]) -> None:
-        """``train.graph_folds``: per fold f, the graphs of the training groups outside fold f."""
-        self._fold_graphs = [Graphs(self.derive_graphs(dict(graphs))) for graphs in folds]
+        """``train.graph_folds``: per fold f, the graphs of the training groups outside fold f.
+
+        Each fold graph (and each graph the model derives from it) has a subset of the full graph's
+        entries, so it is kept as values over the full graph's indices, zero where fold f's groups
+        were the only source of an entry: ``[k, nnz]`` per graph, one copy of the indices.
+        """
+        derived = [self.derive_graphs(dict(graphs)) for graphs in folds]
+        self._fold_values = Graphs({key: tf.constant(np.stack([align_values(full, d[key]) for d in derived]))
+                                    for key, full in self._graphs.graphs.items()})
 
     def propagate(self, training: bool = False, graphs: Graphs | None = None) -> dict[str, tf.Tensor]:
         """The embedding tables, propagated over ``graphs`` (default: every training group's graphs)."""
@@ -63,10 +87,12 @@ class GroupBuyingModel(tfrs.Model):
         """
         if "fold" not in inputs or not self.uses_graph_folds:
             return self.propagate(training)
-        if not self._fold_graphs:
+        if not self._fold_values.graphs:
             raise ValueError("a batch with a 'fold' needs the fold graphs: call set_fold_graphs first")
-        branches = [lambda g=g: self.propagate(training, g) for g in self._fold_graphs]
-        return tf.switch_case(tf.cast(inputs["fold"][0], tf.int32), branches)
+        fold = tf.cast(inputs["fold"][0], tf.int32)
+        graphs = {key: tf.sparse.SparseTensor(full.indices, tf.gather(self._fold_values[key], fold), full.dense_shape)
+                  for key, full in self._graphs.graphs.items()}
+        return self.propagate(training, Graphs(graphs))
 
     def score_items(self, emb: dict[str, tf.Tensor], initiator: tf.Tensor, candidates: tf.Tensor,
                     training: bool = False) -> tf.Tensor:
