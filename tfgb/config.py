@@ -68,6 +68,7 @@ class ModelConfig:
     bias: bool = False  # MGBR: add a learned item bias to task A's logit and a participant bias to task B's
     bias_init: str = "zeros"  # "zeros" or "log_count": log(1 + training count) of the item / participant
     head_zero_init: bool = False  # MGBR: start the heads' logit kernels at zero (the block adds nothing at step 0)
+    recompute_gcn: bool = False  # MGBR: recompute the GCN activations in the backward pass (less memory, more time)
     mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [32])
     heads: int = 8  # MAMGBR attention heads
     dropout: float = 0.1

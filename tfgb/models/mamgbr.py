@@ -56,7 +56,8 @@ class MAMGBR(MGBR):
         self.separate_tasks = not model.shared_experts
         if self.separate_tasks:
             self.gcn_b = MultiViewGCN(num_users, num_items, model.embedding_dim, model.gcn_layers,
-                                      mode=model.graph, init_std=model.init_std, name="gcn_b")
+                                      mode=model.graph, init_std=model.init_std, recompute=model.recompute_gcn,
+                                      name="gcn_b")
 
     def _make_block(self, model: ModelConfig) -> tf.keras.layers.Layer:
         return MultiHeadTaskBlock(model.embedding_dim, model.num_experts, model.mtl_layers, num_heads=model.heads,

@@ -48,7 +48,7 @@ class MGBR(GroupBuyingModel):
         self.beta, self.beta_a, self.beta_b = train.beta, train.beta_a, train.beta_b
         self.aux_losses = train.aux_losses
         self.gcn = MultiViewGCN(num_users, num_items, model.embedding_dim, model.gcn_layers, mode=model.graph,
-                                init_std=model.init_std, name="gcn")
+                                init_std=model.init_std, recompute=model.recompute_gcn, name="gcn")
         self.mtl = self._make_block(model)
         self.head_a = PredictionHead(model.mlp_hidden, zero_init=model.head_zero_init, name="head_a")
         self.head_b = PredictionHead(model.mlp_hidden, zero_init=model.head_zero_init, name="head_b")
