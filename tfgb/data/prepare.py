@@ -152,7 +152,7 @@ class Prepared:
         """The fold of every training group for ``train.graph_folds`` = ``folds``, ``int64`` [G]."""
         from tfgb.data.stream import fold_of_groups
 
-        return fold_of_groups(len(self.train), folds, seed)
+        return self._cached(("fold_of_groups", folds, seed), lambda: fold_of_groups(len(self.train), folds, seed))
 
     def fold_graphs(self, folds: int, seed: int, failed_launches: bool = True) -> list[dict[str, tf.sparse.SparseTensor]]:
         """Per fold ``f``: the graphs of :meth:`graphs` built from the training groups NOT in fold ``f``

@@ -39,6 +39,13 @@ BATCHES_PER_CALL = 8  # batches built per tf.numpy_function call (amortises its 
 TRAINING_KEYS = ("initiator", "item", "participant", "neg_item", "neg_participant", "aux_items", "aux_participants")
 
 
+def _batch_dict(make, arg: tf.Tensor, keys: tuple[str, ...], aux_size: int) -> dict[str, tf.Tensor]:
+    """``make(arg)`` (numpy, one int32 array per key) as a dict of tensors with the batch shapes."""
+    values = tf.numpy_function(make, [arg], Tout=[tf.int32] * len(keys), stateful=False)
+    return {key: tf.ensure_shape(value, [None, aux_size] if key.startswith("aux_") else [None])
+            for key, value in zip(keys, values)}
+
+
 class TrainingStream:
     """Deterministic, reshuffled-per-epoch training batches with negatives and aux sets.
 
@@ -137,12 +144,7 @@ class TrainingStream:
             return [np.concatenate([part[key] for part in parts]) for key in keys]
 
         def to_dict(chunk: tf.Tensor) -> dict[str, tf.Tensor]:
-            values = tf.numpy_function(make, [chunk], Tout=[tf.int32] * len(keys), stateful=False)
-            out = {}
-            for key, value in zip(keys, values):
-                shape = [None, self.aux_size] if key.startswith("aux_") else [None]
-                out[key] = tf.ensure_shape(value, shape)
-            return out
+            return _batch_dict(make, chunk, keys, self.aux_size)
 
         calls = tf.data.AUTOTUNE if parallel_calls is None else parallel_calls
         chunks = -(-self.num_batches // BATCHES_PER_CALL)
@@ -218,9 +220,7 @@ class FoldedStream:
             return [batch[key] for key in keys]
 
         def to_dict(index: tf.Tensor) -> dict[str, tf.Tensor]:
-            values = tf.numpy_function(make, [index], Tout=[tf.int32] * len(keys), stateful=False)
-            return {key: tf.ensure_shape(value, [None, self.aux_size] if key.startswith("aux_") else [None])
-                    for key, value in zip(keys, values)}
+            return _batch_dict(make, index, keys, self.aux_size)
 
         calls = tf.data.AUTOTUNE if parallel_calls is None else parallel_calls
         return (tf.data.Dataset.range(int(start_batch), self.num_batches)

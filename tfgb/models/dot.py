@@ -82,3 +82,14 @@ class DotProductModel(GroupBuyingModel):
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """``L_A + beta * L_B`` (BPR, Eq. 19 of MGBR) on one batch of the training stream."""
         return self.bpr_loss(inputs, training)
+
+
+class UserItemGraphModel(DotProductModel):
+    """Base of LightGCN and NGCF: propagates over the symmetric user-item graph of :func:`user_item_graph`,
+    derived from the training graphs (and from each fold's graphs under ``train.graph_folds``)."""
+
+    uses_graph_folds = True
+
+    def derive_graphs(self, graphs):
+        """Adds the user-item graph (an untracked constant) made from the "hetero" graph."""
+        return {**graphs, "user_item": user_item_graph(graphs, self.num_users)} if graphs else graphs

@@ -16,10 +16,10 @@ import tensorflow as tf
 
 from tfgb.config import ModelConfig, TrainConfig
 from tfgb.layers.propagation import sparse_matmul
-from tfgb.models.dot import DotProductModel, user_item_graph
+from tfgb.models.dot import UserItemGraphModel
 
 
-class LightGCN(DotProductModel):
+class LightGCN(UserItemGraphModel):
     """LightGCN: layer-mean of linear propagations of one embedding table.
 
     Args:
@@ -35,12 +35,6 @@ class LightGCN(DotProductModel):
         self.embeddings = self.add_weight(
             name="embeddings", shape=(num_users + num_items, model.embedding_dim),
             initializer=tf.keras.initializers.RandomNormal(stddev=0.1))
-
-    uses_graph_folds = True
-
-    def derive_graphs(self, graphs):
-        """Adds the symmetric user-item graph (untracked constant) made from the "hetero" graph."""
-        return {**graphs, "user_item": user_item_graph(graphs, self.num_users)} if graphs else graphs
 
     def propagate(self, training: bool = False, graphs=None) -> dict[str, tf.Tensor]:
         """Eq. 7-8: ``users_i`` = ``users_p`` [U, d] and ``items`` [I, d]."""

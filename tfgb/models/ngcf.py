@@ -20,10 +20,10 @@ import tensorflow as tf
 
 from tfgb.config import ModelConfig, TrainConfig
 from tfgb.layers.propagation import sparse_matmul
-from tfgb.models.dot import DotProductModel, user_item_graph
+from tfgb.models.dot import UserItemGraphModel
 
 
-class NGCF(DotProductModel):
+class NGCF(UserItemGraphModel):
     """NGCF: H embedding-propagation layers with bi-interaction messages, layers concatenated.
 
     Args:
@@ -42,12 +42,6 @@ class NGCF(DotProductModel):
         self.gc = [tf.keras.layers.Dense(d, name=f"gc_{layer}") for layer in range(self.num_layers)]  # W_1, b_1
         self.bi = [tf.keras.layers.Dense(d, name=f"bi_{layer}") for layer in range(self.num_layers)]  # W_2, b_2
         self.message_dropout = tf.keras.layers.Dropout(model.dropout, name="message_dropout")
-
-    uses_graph_folds = True
-
-    def derive_graphs(self, graphs):
-        """Adds the symmetric user-item graph (untracked constant) made from the "hetero" graph."""
-        return {**graphs, "user_item": user_item_graph(graphs, self.num_users)} if graphs else graphs
 
     def propagate(self, training: bool = False, graphs=None) -> dict[str, tf.Tensor]:
         """Eq. 7-9: ``users_i`` = ``users_p`` [U, (H+1)d] and ``items`` [I, (H+1)d]."""
