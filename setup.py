@@ -1,11 +1,13 @@
 """tfgb: TensorFlow/Keras group-buying recommendation (MGBR, MAMGBR, baselines)."""
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="tfgb",
     version="0.1.0",
     description="Group-buying recommendation with TensorFlow: MGBR, MAMGBR and baselines",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tfgb", "tfgb.*"]),

@@ -106,15 +106,42 @@ def test_killed_run_resumes_and_matches_uninterrupted(per_epoch: int, kill_at: s
     header = straight_rows[0]
     assert len(straight_rows) == len(resumed_rows) == 1 + 3 * per_epoch
     assert [r[0] for r in resumed_rows[1:]] == [r[0] for r in straight_rows[1:]]
-    # Not asserted: bit-identical metrics. Twice in five full-suite runs (once per case) MRR@100
-    # differed in the 5th digit between the resumed and the uninterrupted run (the same two values
-    # both times; MRR@10 identical); the cause is not found yet.
     a = json.loads((straight / "metrics.json").read_text())
     b = json.loads((resumed / "metrics.json").read_text())
-    for split in ("valid", "test"):
-        for task in ("a", "b"):
-            assert a[split][task]["mrr@10"] == b[split][task]["mrr@10"], (split, task)
+    if not _same_mrr10(a, b):
+        # Measured here: two *uninterrupted* runs of this recipe in separate processes, on a heavily
+        # loaded machine, can part by one float32 ulp as early as the first training step (2 of 4
+        # runs under `nice -n 19`; none in 8 runs at normal priority), after which the best
+        # checkpoint may differ. Nothing resumes there, so it is not what this test is about. Run the
+        # uninterrupted recipe once more: if it reproduces the first run, the resumed run broke
+        # determinism and the test fails; if it does not, the machine was not reproducible during
+        # this test and the comparison says nothing either way.
+        again = tmp_path / "straight-again"
+        proc = run(train_args(again, *recipe), tmp_path, env=strict)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        c = json.loads((again / "metrics.json").read_text())
+        if not _same_mrr10(a, c) and not _same_mrr10(b, c):
+            pytest.xfail("two uninterrupted runs of the same recipe differed on this machine during the test "
+                         f"({_parted(straight_rows, again)}); the resume comparison is inconclusive")
+        assert _same_mrr10(b, c), (
+            f"the resumed run differs from two identical uninterrupted runs; {_parted(straight_rows, resumed)}")
     assert header == resumed_rows[0]
+
+
+def _same_mrr10(a: dict, b: dict) -> bool:
+    """Whether two metrics.json hold bit-identical MRR@10 for both splits and both tasks."""
+    return all(a[split][task]["mrr@10"] == b[split][task]["mrr@10"] for split in ("valid", "test") for task in "ab")
+
+
+def _parted(rows: list[list[str]], other_dir: Path) -> str:
+    """Where two runs' histories first differ (losses or validation metrics), for failure messages."""
+    other = [r.split(",") for r in (other_dir / "history.csv").read_text().splitlines()]
+    columns = [k for k, key in enumerate(rows[0]) if key.startswith(("loss", "aux_", "valid_"))]
+    for n, (x, y) in enumerate(zip(rows[1:], other[1:]), 1):
+        if [x[k] for k in columns] != [y[k] for k in columns]:
+            return f"histories first differ at row {n}: {x[:7]} vs {y[:7]}"
+    return "histories identical"
+
 
 def test_changed_recipe_is_refused_but_more_epochs_resume(tmp_path: Path):
     model_dir = tmp_path / "run"
