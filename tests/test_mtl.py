@@ -11,7 +11,7 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 
-from tfgb.layers.mtl import MultiTaskBlock, PredictionHead, Rows
+from tfgb.layers.mtl import MultiTaskBlock, PredictionHead, Rows, Segments, mixture
 
 LayerWeights = dict[str, np.ndarray]
 
@@ -290,3 +290,74 @@ def test_zero_init_head_scores_every_row_alike_then_learns() -> None:
         loss = tf.reduce_sum(head(x) * tf.range(5, dtype=tf.float32))
     grads = tape.gradient(loss, head.logit.trainable_variables)
     assert float(tf.reduce_sum(tf.abs(grads[0]))) > 0  # the kernel leaves zero at the first step
+
+
+@pytest.mark.parametrize("shared, alpha, num_layers, hidden", [
+    (True, 0.2, 2, 3), (True, 0.2, 2, 6), (False, 0.2, 3, 2), (True, 0.0, 1, 2), (False, 0.0, 2, 1)])
+def test_out_kernels_equal_the_product_of_the_outputs(shared: bool, alpha: float, num_layers: int, hidden: int) -> None:
+    """out_kernels H gives g^L H, folded into the last experts (h < d) or multiplied after (h >= d, L = 1)."""
+    rng = np.random.default_rng(8)
+    tables = [tf.constant(rng.normal(size=(m, 8)), tf.float32) for m in (3, 5, 4)]
+    index = [tf.constant(rng.integers(0, t.shape[0], 13)) for t in tables]
+    inputs = [Rows(t, i) for t, i in zip(tables, index)]
+    block = MultiTaskBlock(dim=4, num_experts=3, num_layers=num_layers, alpha=alpha, shared=shared)
+    kernels = {task: tf.constant(rng.normal(size=(4, hidden)), tf.float32) for task in "ab"}
+    for ranges in ({}, {"a_until": 9, "b_from": 5}, {"a_until": tf.constant(7), "b_from": tf.constant(7)}):
+        plain = block(*inputs, **ranges)
+        fused = block(*inputs, **ranges, out_kernels=kernels)
+        for task in "ab":
+            assert fused[task].shape == (plain[task].shape[0], hidden)
+            np.testing.assert_allclose(fused[task].numpy(), (plain[task] @ kernels[task]).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_out_kernels_fold_into_the_last_experts_and_keep_gradients() -> None:
+    """With h < d the block's gradients equal those of the unfused product (same loss, same weights)."""
+    rng = np.random.default_rng(9)
+    inputs = random_inputs(11, 8, seed=3)
+    block = MultiTaskBlock(dim=4, num_experts=3, num_layers=2, alpha=0.1)
+    block(*inputs)
+    kernels = {task: tf.Variable(rng.normal(size=(4, 2)).astype(np.float32)) for task in "ab"}
+    grads = []
+    for fused in (False, True):
+        with tf.GradientTape() as tape:
+            if fused:
+                out = block(*inputs, a_until=8, b_from=3, out_kernels=kernels)
+            else:
+                g = block(*inputs, a_until=8, b_from=3)
+                out = {task: g[task] @ kernels[task] for task in "ab"}
+            loss = tf.reduce_sum(tf.sin(out["a"])) + tf.reduce_sum(tf.cos(out["b"]))
+        grads.append(tape.gradient(loss, block.trainable_variables + list(kernels.values())))
+    for plain, fused in zip(*grads):
+        np.testing.assert_allclose(fused.numpy(), plain.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_task_b_rows_must_not_start_after_task_a_rows_end() -> None:
+    block = MultiTaskBlock(dim=4, num_experts=3, num_layers=2)
+    with pytest.raises(ValueError, match="b_from"):
+        block(*random_inputs(6, 8, seed=4), a_until=2, b_from=4)
+
+
+def test_mixture_adds_the_weights_of_each_group_once() -> None:
+    """mixture() over gates that share groups equals the sum of every gate mixed on its own."""
+    rng = np.random.default_rng(10)
+    e1, e2 = (tf.constant(rng.normal(size=(5, 3, 4)), tf.float32) for _ in range(2))
+    w12, w1, w2 = (tf.constant(rng.normal(size=(5, c)), tf.float32) for c in (6, 3, 3))
+    got = mixture([(1.0, w12, [e1, e2]), (0.5, w1, [e1]), (0.25, w2, [e2])])
+
+    def mixed(w, e):
+        return np.einsum("nk,nkd->nd", w.numpy(), e.numpy())
+
+    want = mixed(w12[:, :3], e1) + mixed(w12[:, 3:], e2) + 0.5 * mixed(w1, e1) + 0.25 * mixed(w2, e2)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    # Groups given as row segments mix to the same rows.
+    seg = [Segments((e[:2], e[2:])) for e in (e1, e2)]
+    got_seg = mixture([(1.0, w12, seg), (0.5, w1, [seg[0]]), (0.25, w2, [seg[1]])])
+    np.testing.assert_allclose(got_seg.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("hidden", [[5], [5, 3], []])
+def test_head_from_first_product_equals_the_head(hidden: list[int]) -> None:
+    head = PredictionHead(hidden)
+    x = tf.constant(np.random.default_rng(11).normal(size=(6, 4)), tf.float32)
+    want = head(x).numpy()
+    np.testing.assert_allclose(head.from_first_product(x @ head.first_kernel).numpy(), want, rtol=1e-5, atol=1e-6)

@@ -51,25 +51,30 @@ def block_flops(rows_a: int, rows_b: int, rows: int, distinct: dict[str, int], w
     Layer 1 and the adjusted gates are projected once per distinct initiator / item / participant
     (``distinct``); later layers and the expert mixing run per row (``rows``), except that the
     last layer computes task A's experts, gate and head on the ``rows_a`` rows whose task-A score
-    is used and task B's on ``rows_b`` (the shared experts on all rows; no gate S there).
+    is used and task B's on ``rows_b`` (the shared experts on both; no gate S there). Mixing
+    weights every expert group once per gate output (the gates that mix the same group have
+    their weights added first). When the heads' first hidden width h is below d and L > 1, the
+    block folds that layer into its last layer's experts (h columns per expert, not d).
     """
     g = 2 if shared else 1  # expert groups that the generic gate of A or B mixes
     gate_cols = 2 * g * k + (3 * k if shared and layers > 1 else 0)
     adjusted = 4 * k * layers if alpha else 0  # per part: 2 tasks x 2 pairs containing it, K columns
     total = sum(m * width * ((3 if shared else 2) * k * d + gate_cols + adjusted) * 2 for m in distinct.values())
-    mix_task = (g * k * d + (3 * k * d if alpha else 0)) * 2  # one task's gates, per row
-    mix_s = 3 * k * d * 2 if shared else 0
+    head_width = hidden[0] if hidden else 1
+    fold = layers > 1 and head_width < d
     in_ab, in_s = (2 * d if shared else d), 3 * d
-    task_mm = in_ab * (k * d + g * k) * 2  # one task's experts and generic gate, per row
-    s_mm = in_s * k * d * 2 if shared else 0
-    s_gate = in_s * 3 * k * 2 if shared else 0
     for layer in range(1, layers + 1):
         last = layer == layers
+        out = head_width if last and fold else d  # columns per expert
         ra, rb = (rows_a, rows_b) if last else (rows, rows)
         if layer > 1:
-            total += (ra + rb) * task_mm + rows * s_mm + (0 if last else rows * s_gate)
-        total += (ra + rb) * mix_task + (0 if last else rows * mix_s)
+            total += (ra + rb) * in_ab * (k * out + g * k) * 2  # task experts and generic gates
+            total += (ra + rb if last and fold else rows) * in_s * k * out * 2  # shared experts
+            total += 0 if last else rows * in_s * 3 * k * 2  # gate S
+        total += (ra + rb) * g * k * out * 2 + (0 if last else rows * 3 * k * out * 2)  # mixing
     sizes = [d, *hidden, 1]
+    if fold:
+        sizes = sizes[1:]  # the first head layer is inside the experts
     total += (rows_a + rows_b) * sum(a * b * 2 for a, b in itertools.pairwise(sizes))
     return float(total)
 
@@ -128,7 +133,11 @@ def bench_train(args: argparse.Namespace) -> int:
         dense = _dense_flops_per_second(args.steps)
     m = config.model
     rows = b * (4 + 2 * t)
-    distinct = {"u": b, "i": b * (2 + t), "p": 1 + b * (2 + t)}
+    def distinct_ids(*keys: str) -> int:  # the block projects each distinct item / participant once
+        return len(np.unique(np.concatenate([np.ravel(batch[key]) for key in keys if t or not key.startswith("aux")])))
+
+    distinct = {"u": b, "i": distinct_ids("item", "neg_item", "aux_items"),
+                "p": 1 + distinct_ids("participant", "neg_participant", "aux_participants")}  # + mean participant
     rows_a, rows_b = b * (2 + 2 * t), b * (2 + t)  # rows whose task-A / task-B score is used
     flops = 3 * block_flops(rows_a, rows_b, rows, distinct, 2 * m.embedding_dim, m.embedding_dim, m.num_experts, m.mtl_layers,
                             m.shared_experts, m.alpha, m.mlp_hidden)  # forward + backward ~ 3x forward

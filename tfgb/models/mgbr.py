@@ -118,6 +118,26 @@ class MGBR(GroupBuyingModel):
     def _logit(self, head: tf.keras.layers.Layer, g: tf.Tensor, training: bool) -> tf.Tensor:
         return tf.reshape(head(g, training=training), [-1])
 
+    def _logits(self, e_u, e_i, e_p, training: bool, a_until=None, b_from=None) -> dict[str, tf.Tensor]:
+        """Head logits of the block's rows: task A's for rows ``[0, a_until)``, task B's for ``[b_from, N)``.
+
+        When the block supports it, the heads' first Dense kernels go into the block
+        (``out_kernels``), which folds them into its last layer's experts: the same logits up to
+        rounding, with fewer FLOPs (an expert's kernel then has the head's hidden width of columns).
+        """
+        if getattr(self.mtl, "supports_out_kernels", False):
+            if not getattr(self.mtl, "supports_rows", False):
+                e_u, e_i, e_p = (materialize(x) for x in (e_u, e_i, e_p))
+            for head in (self.head_a, self.head_b):
+                if not head.built:  # its weights are created by a first call, under its own name scope
+                    head(tf.zeros([1, self.mtl.dim]))
+            z = self.mtl(e_u, e_i, e_p, training=training, a_until=a_until, b_from=b_from,
+                         out_kernels={"a": self.head_a.first_kernel, "b": self.head_b.first_kernel})
+            return {task: tf.reshape(head.from_first_product(z[task]), [-1])
+                    for task, head in (("a", self.head_a), ("b", self.head_b))}
+        g = self._block(e_u, e_i, e_p, training, a_until=a_until, b_from=b_from)
+        return {"a": self._logit(self.head_a, g["a"], training), "b": self._logit(self.head_b, g["b"], training)}
+
     @staticmethod
     def _grid(b: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Row n = (list n // C, column n % C) of a [B, C] candidate matrix, flattened."""
@@ -127,19 +147,20 @@ class MGBR(GroupBuyingModel):
     def score_items(self, emb, initiator, candidates, training=False):
         b, c = tf.shape(candidates)[0], tf.shape(candidates)[1]
         rows, cells = self._grid(b, c)
-        g = self._block(Rows(tf.gather(emb["users_i"], initiator), rows),
-                        Rows(tf.gather(emb["items"], tf.reshape(candidates, [-1])), cells),
-                        Rows(emb["mean_p"][None, :], tf.zeros_like(cells)), training)
-        logits = tf.reshape(self._logit(self.head_a, g["a"], training), [b, c])
+        logits = self._logits(Rows(tf.gather(emb["users_i"], initiator), rows),
+                              Rows(tf.gather(emb["items"], tf.reshape(candidates, [-1])), cells),
+                              Rows(emb["mean_p"][None, :], tf.zeros_like(cells)), training, b_from=b * c)
+        logits = tf.reshape(logits["a"], [b, c])
         return logits + self._bias(emb, "item_bias", candidates)
 
     def score_participants(self, emb, initiator, item, candidates, training=False):
         b, c = tf.shape(candidates)[0], tf.shape(candidates)[1]
         rows, cells = self._grid(b, c)
-        g = self._block(Rows(tf.gather(emb["users_i"], initiator), rows),
-                        Rows(tf.gather(emb["items"], item), rows),
-                        Rows(tf.gather(emb["users_p"], tf.reshape(candidates, [-1])), cells), training)
-        return (tf.reshape(self._logit(self.head_b, g["b"], training), [b, c])
+        logits = self._logits(Rows(tf.gather(emb["users_i"], initiator), rows),
+                              Rows(tf.gather(emb["items"], item), rows),
+                              Rows(tf.gather(emb["users_p"], tf.reshape(candidates, [-1])), cells), training,
+                              a_until=0)
+        return (tf.reshape(logits["b"], [b, c])
                 + self._bias(emb, "participant_bias", candidates))
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
@@ -192,17 +213,22 @@ class MGBR(GroupBuyingModel):
         a_until, b_from = 2 * b + 2 * b * t, 2 * b + b * t
         item_ids, part_ids = tf.concat(item_ids, 0), tf.concat(part_ids, 0)
         i_idx, p_idx = tf.concat(i_idx, 0), tf.concat(p_idx, 0)
+        # One table row per distinct id: a batch of B triples refers to B(2+T) item and participant
+        # slots, and the negatives and aux sets repeat ids (Beibei, B=1024, T=99: ~29k distinct
+        # items of 103k slots), so the block projects each distinct entity once. tf.unique keeps
+        # first occurrences in order, so task A's mean participant (-1, first) stays row 0.
+        item_ids, item_row = tf.unique(item_ids)
+        part_ids, part_row = tf.unique(part_ids)
+        i_idx, p_idx = tf.gather(item_row, i_idx), tf.gather(part_row, p_idx)
         users = tf.gather(emb["users_i"], u)  # [B, w]
         items = tf.gather(emb["items"], item_ids)
         parts = tf.concat([emb["mean_p"][None, :], tf.gather(emb["users_p"], part_ids[1:])], 0)
-        # model.embedding_dropout: one mask per gathered embedding, shared by every row that refers to it
-        # (e.g. an initiator's mask by all 4 + 2|T| rows of its triple).
+        # model.embedding_dropout: one mask per distinct entity of the batch, shared by every row that
+        # refers to it (e.g. an initiator's mask by all 4 + 2|T| rows of its triple).
         users, items, parts = (self.embedding_dropout(x, training=training) for x in (users, items, parts))
-        g = self._block(Rows(users, tf.concat(u_idx, 0)), Rows(items, i_idx), Rows(parts, p_idx), training,
-                        a_until=a_until, b_from=b_from)
-        # g["a"]: A+, A-, T^P, T^I; g["b"]: T^I, B+, B-.
-        logit_a = self._logit(self.head_a, g["a"], training)
-        logit_b = self._logit(self.head_b, g["b"], training)
+        logits = self._logits(Rows(users, tf.concat(u_idx, 0)), Rows(items, i_idx), Rows(parts, p_idx), training,
+                              a_until=a_until, b_from=b_from)
+        logit_a, logit_b = logits["a"], logits["b"]  # task A: A+, A-, T^P, T^I; task B: T^I, B+, B-
         if self.use_bias:  # the item of every task-A row, the participant of every task-B row
             logit_a += self._bias(emb, "item_bias", tf.gather(item_ids, i_idx[:a_until]))
             logit_b += self._bias(emb, "participant_bias", tf.gather(part_ids, p_idx[b_from:]))
