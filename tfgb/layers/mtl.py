@@ -152,9 +152,10 @@ def mixture(terms: Sequence[tuple[float, tf.Tensor | Segments, Sequence[tf.Tenso
     groups_seen: dict[int, tf.Tensor | Segments] = {}
     summed: dict[int, tf.Tensor | Segments] = {}  # id(group) -> its summed weights
     for coef, weights, groups in terms:
+        count = len(groups)
         for j, group in enumerate(groups):
-            w = weights if len(groups) == 1 else _map(lambda x, j=j: tf.split(x, len(groups), axis=1)[j], weights)
-            w = w if coef == 1.0 else _map(lambda x: coef * x, w)
+            w = weights if count == 1 else _map(lambda x, j=j, n=count: tf.split(x, n, axis=1)[j], weights)
+            w = w if coef == 1.0 else _map(lambda x, c=coef: c * x, w)
             key = id(group)
             summed[key] = _zip(tf.add, summed[key], w) if key in summed else w
             groups_seen[key] = group
@@ -399,7 +400,7 @@ class MultiTaskBlock(tf.keras.layers.Layer):
 
             def experts(x: tf.Tensor | Segments) -> tf.Tensor | Segments:
                 """All K experts of one group from one matmul's output: [n, K*c] -> [n, K, c] (Eq. 7-9)."""
-                return _map(lambda v: tf.reshape(v, [-1, self.num_experts, int(v.shape[-1]) // self.num_experts]), x)
+                return _map(lambda part: tf.reshape(part, [-1, self.num_experts, int(part.shape[-1]) // self.num_experts]), x)
 
             ins = None  # Eq. 15: every expert and gate of layer 1 reads g^0 (its projections are in proj)
             if layer > 0:
@@ -414,7 +415,7 @@ class MultiTaskBlock(tf.keras.layers.Layer):
                 if ins is None:
                     return rows(proj[(0, name)], task)
                 kernel = w[name] if kernel is None else kernel
-                return _map(lambda v: tf.matmul(v, kernel), rows(ins[name[-1]], task))
+                return _map(lambda part: tf.matmul(part, kernel), rows(ins[name[-1]], task))
 
             folding = fold and last
             h = out_kernels if folding else {}
