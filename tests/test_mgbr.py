@@ -161,3 +161,37 @@ def test_log_count_bias_prior_is_set_from_training_counts(tmp_path):
                                np.log1p(np.bincount(train.participants, minlength=session.data.num_users)),
                                rtol=1e-6)
     assert session.model.item_bias.numpy().std() > 0.1  # the synthetic data has popularity skew
+
+
+@pytest.mark.parametrize("name, sets", [("mgbr", ("model.bias=true",)), ("mgbr-m", ()), ("mgbr-g", ())])
+def test_block_chunks_give_the_whole_batch_loss_and_gradient(data, name, sets):
+    """train.block_chunk: the block over chunks of triples (last one shorter), one propagation."""
+    whole, prepared = build(data, name, *sets)
+    chunked, _ = build(data, name, *sets, "train.block_chunk=20")
+    if whole.use_bias:  # zeros at the start: make them matter
+        rng = np.random.default_rng(4)
+        for var in (whole.item_bias, whole.participant_bias):
+            var.assign(rng.normal(size=var.shape).astype(np.float32))
+    chunked.set_weights(whole.get_weights())
+    batch = next(iter(prepared.training_dataset(load(None, SMALL).train, epoch=0)))
+    assert batch["initiator"].shape[0] == 64  # 20 + 20 + 20 + 4
+    want_loss, _, want = whole.loss_and_gradients(batch)
+    got_loss, _, got = tf.function(chunked.loss_and_gradients)(batch)
+    assert float(got_loss) == pytest.approx(float(want_loss), rel=1e-5)
+    assert len(got) == len(want) == len(whole.trainable_variables)
+    want = [tf.convert_to_tensor(w).numpy() for w in want]
+    scale = max(np.abs(w).max() for w in want)
+    for var, g, w in zip(whole.trainable_variables, got, want):
+        if var.name.startswith(("gcn", "mtl")):
+            assert np.abs(w).max() > 1e-3 * scale, var.name  # trained by this batch
+        # Sums in another order: agreement to 1e-5 of the largest gradient entry (the logit biases'
+        # gradients are zero up to rounding: every loss term is invariant to a shift of all logits).
+        np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(), w, rtol=1e-4, atol=1e-5 * scale, err_msg=var.name)
+
+
+def test_block_chunk_must_not_be_negative_nor_split_batch_statistics(data):
+    from tfgb.config import ConfigError
+    with pytest.raises(ConfigError, match="block_chunk"):
+        load(None, ["train.block_chunk=-1"])
+    with pytest.raises(ConfigError, match="batch normalisation"):  # MAMGBR's experts: BatchNorm over the batch
+        build(data, "mamgbr", "train.block_chunk=16")

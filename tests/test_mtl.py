@@ -11,7 +11,7 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 
-from tfgb.layers.mtl import MultiTaskBlock, PredictionHead, Rows, Segments, mixture
+from tfgb.layers.mtl import MultiTaskBlock, PredictionHead, Rows, Segments, mixture, mixtures
 
 LayerWeights = dict[str, np.ndarray]
 
@@ -361,3 +361,14 @@ def test_head_from_first_product_equals_the_head(hidden: list[int]) -> None:
     x = tf.constant(np.random.default_rng(11).normal(size=(6, 4)), tf.float32)
     want = head(x).numpy()
     np.testing.assert_allclose(head.from_first_product(x @ head.first_kernel).numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_mixtures_read_a_shared_group_once_and_equal_separate_mixtures() -> None:
+    rng = np.random.default_rng(12)
+    e1, e2 = (tf.constant(rng.normal(size=(7, 3, 4)), tf.float32) for _ in range(2))
+    wa, wb, ws = (tf.constant(rng.normal(size=(7, c)), tf.float32) for c in (6, 6, 3))
+    outputs = {"a": [(1.0, wa, [e1, e2]), (0.1, ws, [e2])], "b": [(1.0, wb, [e2, e1])], "s": [(1.0, ws, [e1])]}
+    together = mixtures(outputs)
+    assert set(together) == {"a", "b", "s"}
+    for name, terms in outputs.items():
+        np.testing.assert_allclose(together[name].numpy(), mixture(terms).numpy(), rtol=1e-5, atol=1e-6)

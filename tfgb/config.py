@@ -95,6 +95,10 @@ class TrainConfig:
     # the other folds, so no training triple is an edge of its own graph (as no valid/test group is).
     # 1 = the papers' way: every training triple is an edge of the graphs it is trained against.
     graph_folds: int = 1
+    # MGBR / MAMGBR: run the multi-task block over chunks of this many triples of a batch, one chunk's
+    # activations alive at a time (propagation still once per batch; the gradient is the batch's).
+    # 0 = the whole batch at once. Bounds the memory of large batches and aux sets (|T| = 99).
+    block_chunk: int = 0
 
 
 @dataclasses.dataclass
@@ -267,6 +271,8 @@ def validate(config: Config) -> None:
     for key in ("epochs", "batch_size", "aux_size", "evals_per_epoch", "graph_folds"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}' must be at least 1")
+    if config.train.block_chunk < 0:
+        raise ConfigError("config key 'train.block_chunk' must be 0 (whole batch) or a positive number of triples")
     if config.train.learning_rate <= 0:
         raise ConfigError("config key 'train.learning_rate' must be positive")
     if config.model.bias_init not in ("zeros", "log_count"):

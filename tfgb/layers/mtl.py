@@ -134,36 +134,58 @@ def _rows(x) -> tf.Tensor:
     return tf.concat(list(x.parts), axis=0) if isinstance(x, Segments) else x
 
 
-def mixture(terms: Sequence[tuple[float, tf.Tensor | Segments, Sequence[tf.Tensor | Segments]]]) -> tf.Tensor:
-    """``sum_terms coef * mix_experts(weights, groups)``, one weighted sum per distinct group.
+def mixtures(outputs: dict[str, Sequence[tuple[float, tf.Tensor | Segments, Sequence[tf.Tensor | Segments]]]]
+             ) -> dict[str, tf.Tensor]:
+    """Several gate outputs, each ``sum_terms coef * mix_experts(weights, groups)``.
 
-    Several gates of a layer mix the same expert group (e.g. task A's generic gate and its
-    adjusted (u, i) gate both mix E_A), and mixing is linear in the weights, so the weights of
-    each group are added first and every group is mixed once.
+    Mixing is linear in the weights, so per output the weights of each distinct group are added
+    first (task A's generic and adjusted (u, i) gates both mix E_A: one weighted sum). A group
+    mixed by several outputs (E_S by gates A, B and S at a layer below the last) is read once:
+    its M weight vectors are stacked and one [M, K] x [K, d] product per row gives all M
+    mixtures, and the backward pass builds one [N, K, d] gradient for it, not M to be added.
 
     Args:
-        terms: ``(coef, weights [N, G*K], groups)``; the K weights of ``groups[g]`` are columns
-            g*K..(g+1)*K-1 of ``weights``. Groups are matched by identity. Weights and groups may be
-            :class:`Segments` (the same row segments).
+        outputs: name -> terms ``(coef, weights [N, G*K], groups)``; the K weights of
+            ``groups[g]`` are columns g*K..(g+1)*K-1 of ``weights``. Groups are matched by
+            identity. Weights and groups may be :class:`Segments` (the same row segments).
 
     Returns:
-        The mixed rows, [N, d].
+        name -> the mixed rows [N, d].
     """
     groups_seen: dict[int, tf.Tensor | Segments] = {}
-    summed: dict[int, tf.Tensor | Segments] = {}  # id(group) -> its summed weights
-    for coef, weights, groups in terms:
-        count = len(groups)
-        for j, group in enumerate(groups):
-            w = weights if count == 1 else _map(lambda x, j=j, n=count: tf.split(x, n, axis=1)[j], weights)
-            w = w if coef == 1.0 else _map(lambda x, c=coef: c * x, w)
-            key = id(group)
-            summed[key] = _zip(tf.add, summed[key], w) if key in summed else w
-            groups_seen[key] = group
-    out = None
-    for key, w in summed.items():
-        term = _rows(_zip(_weighted_sum, w, groups_seen[key]))
-        out = term if out is None else out + term
+    summed: dict[int, dict[str, tf.Tensor | Segments]] = {}  # id(group) -> output -> its summed weights
+    for name, terms in outputs.items():
+        for coef, weights, groups in terms:
+            count = len(groups)
+            for j, group in enumerate(groups):
+                w = weights if count == 1 else _map(lambda x, j=j, n=count: tf.split(x, n, axis=1)[j], weights)
+                w = w if coef == 1.0 else _map(lambda x, c=coef: c * x, w)
+                key = id(group)
+                per_output = summed.setdefault(key, {})
+                per_output[name] = _zip(tf.add, per_output[name], w) if name in per_output else w
+                groups_seen[key] = group
+    out: dict[str, tf.Tensor] = {}
+
+    def add(name: str, term: tf.Tensor) -> None:
+        out[name] = out[name] + term if name in out else term
+
+    for key, per_output in summed.items():
+        group = groups_seen[key]
+        dense = not isinstance(group, Segments) and not any(isinstance(w, Segments) for w in per_output.values())
+        if len(per_output) > 1 and dense:
+            names = list(per_output)
+            stacked = tf.matmul(tf.stack([per_output[n] for n in names], axis=1), group)  # [N, M, d]
+            for name, term in zip(names, tf.unstack(stacked, axis=1)):
+                add(name, term)
+        else:
+            for name, w in per_output.items():
+                add(name, _rows(_zip(_weighted_sum, w, group)))
     return out
+
+
+def mixture(terms: Sequence[tuple[float, tf.Tensor | Segments, Sequence[tf.Tensor | Segments]]]) -> tf.Tensor:
+    """One gate output, ``sum_terms coef * mix_experts(weights, groups)`` (see :func:`mixtures`)."""
+    return mixtures({"out": terms})["out"]
 
 
 def mix_experts(weights: tf.Tensor, groups: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -452,10 +474,11 @@ class MultiTaskBlock(tf.keras.layers.Layer):
                             (self.alpha, adjusted("gate_a_up"), [other_a])]  # Eq. 12
                 terms_b += [(self.alpha, adjusted("gate_b_ui"), [other_b]), (self.alpha, adjusted("gate_b_ip"), [e_b]),
                             (self.alpha, adjusted("gate_b_up"), [e_b])]  # Eq. 13
-            new_a, new_b = mixture(terms_a), mixture(terms_b)
+            outputs = {"a": terms_a, "b": terms_b}
             if self.shared and "gate_s" in w:  # not at the last layer
-                g_s = mixture([(1.0, self._weights(linear("gate_s", "s")), [e_a, e_s, e_b])])  # Eq. 14
-            g_a, g_b = new_a, new_b
+                outputs["s"] = [(1.0, self._weights(linear("gate_s", "s")), [e_a, e_s, e_b])]  # Eq. 14
+            mixed = mixtures(outputs)
+            g_a, g_b, g_s = mixed["a"], mixed["b"], mixed.get("s")
         if out_kernels is not None and not fold:
             g_a, g_b = tf.matmul(g_a, out_kernels["a"]), tf.matmul(g_b, out_kernels["b"])
         return {"a": g_a, "b": g_b}

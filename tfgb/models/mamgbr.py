@@ -59,6 +59,8 @@ class MAMGBR(MGBR):
                                       mode=model.graph, init_std=model.init_std, recompute=model.recompute_gcn,
                                       name="gcn_b")
 
+    rows_are_independent_in_training = False  # the experts' BatchNorm uses the batch's statistics
+
     def _make_block(self, model: ModelConfig) -> tf.keras.layers.Layer:
         return MultiHeadTaskBlock(model.embedding_dim, model.num_experts, model.mtl_layers, num_heads=model.heads,
                                   alpha=model.alpha, shared=model.shared_experts, attention=self._attention,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfgb.config import ModelConfig, TrainConfig
+from tfgb.config import ConfigError, ModelConfig, TrainConfig
 from tfgb.layers.gcn import MultiViewGCN
 from tfgb.layers.mtl import MultiTaskBlock, PredictionHead, Rows, materialize
 from tfgb.models.base import GroupBuyingModel
@@ -47,6 +47,10 @@ class MGBR(GroupBuyingModel):
         self.model_config = model
         self.beta, self.beta_a, self.beta_b = train.beta, train.beta_a, train.beta_b
         self.aux_losses = train.aux_losses
+        self.block_chunk = int(train.block_chunk)
+        if self.block_chunk and not self.rows_are_independent_in_training:
+            raise ConfigError(f"train.block_chunk is not supported by model {model.name!r}: its block mixes the rows "
+                              "of a batch in training (batch normalisation), so chunks would change the loss")
         self.gcn = MultiViewGCN(num_users, num_items, model.embedding_dim, model.gcn_layers, mode=model.graph,
                                 init_std=model.init_std, recompute=model.recompute_gcn, name="gcn")
         self.mtl = self._make_block(model)
@@ -70,6 +74,7 @@ class MGBR(GroupBuyingModel):
 
     # -- embeddings and scoring -------------------------------------------------------------
     uses_graph_folds = True
+    rows_are_independent_in_training = True  # no training-mode op mixes rows, so the block may run in chunks
 
     def propagate(self, training: bool = False, graphs=None) -> dict[str, tf.Tensor]:
         """Eq. 1-6 over the training graphs; adds ``mean_p``, the mean participant embedding (Sec. II-E)."""
@@ -176,13 +181,69 @@ class MGBR(GroupBuyingModel):
 
     # -- training ---------------------------------------------------------------------------
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Eq. 25 on one batch of :func:`tfgb.data.stream` triples (see :meth:`loss_from_embeddings`)."""
+        return self.loss_from_embeddings(self.propagate_batch(inputs, training), inputs, training)
+
+    def loss_and_gradients(self, inputs: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, list]:
+        """The training loss of a batch, its regularization loss, and the gradient of their sum.
+
+        With ``train.block_chunk`` = c > 0 the embeddings are propagated once, the block runs over
+        chunks of c triples (each chunk's loss weighted by its share of the batch: every loss
+        term is a mean over triples, so the weighted sum is the batch loss), the chunks' gradients
+        with respect to the embedding tables are added up and then propagated back through the
+        GCN once. Only one chunk's block activations are alive at a time; the gradient is the
+        whole batch's (up to the order of floating-point sums).
+        """
+        variables = self.trainable_variables
+        chunk = self.block_chunk
+        if not chunk:
+            with tf.GradientTape() as tape:
+                loss = self.compute_loss(inputs, training=True)
+                regularization = tf.reduce_sum([tf.reduce_sum(x) for x in self.losses])
+                total = loss + regularization
+            return loss, regularization, tape.gradient(total, variables)
+        with tf.GradientTape() as outer:
+            emb = self.propagate_batch(inputs, training=True)
+            regularization = tf.reduce_sum([tf.reduce_sum(x) for x in self.losses])
+        keys = sorted(emb)
+        tables = [emb[key] for key in keys]
+        b = tf.shape(inputs["initiator"])[0]
+        count = (b + chunk - 1) // chunk
+        table_grads = [tf.zeros_like(t) for t in tables]
+        var_grads = [tf.zeros_like(v) for v in variables]
+        loss = tf.zeros([])
+        for c in tf.range(count):
+            start = c * chunk
+            part = {key: value[start:start + chunk] for key, value in inputs.items()}
+            share = tf.cast(tf.shape(part["initiator"])[0], tf.float32) / tf.cast(b, tf.float32)
+            with tf.GradientTape() as tape:
+                tape.watch(tables)
+                part_loss = share * self.loss_from_embeddings(dict(zip(keys, tables)), part, training=True)
+            grads = tape.gradient(part_loss, tables + variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            table_grads = [acc + tf.convert_to_tensor(g) for acc, g in zip(table_grads, grads[:len(tables)])]
+            var_grads = [acc + tf.convert_to_tensor(g) for acc, g in zip(var_grads, grads[len(tables):])]
+            loss += part_loss
+        through = outer.gradient(tables + [regularization], variables,
+                                 output_gradients=table_grads + [tf.ones([])],
+                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return loss, regularization, [g + t for g, t in zip(var_grads, through)]
+
+    def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """TFRS's train step, on :meth:`loss_and_gradients` (which honours ``train.block_chunk``)."""
+        loss, regularization, grads = self.loss_and_gradients(inputs)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        metrics = {metric.name: metric.result() for metric in self.metrics}
+        metrics.update(loss=loss, regularization_loss=regularization, total_loss=loss + regularization)
+        return metrics
+
+    def loss_from_embeddings(self, emb: dict[str, tf.Tensor], inputs: dict[str, tf.Tensor],
+                             training: bool = False) -> tf.Tensor:
         """Eq. 25 on one batch of :func:`tfgb.data.stream` triples.
 
         All rows of the batch (task A positives/negatives with e_p = mean user, task B
         positives/negatives, and the 2|T| auxiliary rows per triple) go through the multi-task
         block in one call; each row is scored independently.
         """
-        emb = self.propagate_batch(inputs, training)
         u = inputs["initiator"]
         b = tf.shape(u)[0]
         seq = tf.range(b)
