@@ -133,11 +133,15 @@ def bench_train(args: argparse.Namespace) -> int:
         dense = _dense_flops_per_second(args.steps)
     m = config.model
     rows = b * (4 + 2 * t)
-    def distinct_ids(*keys: str) -> int:  # the block projects each distinct item / participant once
-        return len(np.unique(np.concatenate([np.ravel(batch[key]) for key in keys if t or not key.startswith("aux")])))
+    chunk = getattr(model, "block_chunk", 0) or b
+
+    def distinct_ids(*keys: str) -> int:  # the block projects each distinct item / participant of a chunk once
+        return sum(len(np.unique(np.concatenate([np.ravel(batch[key][start:start + chunk]) for key in keys
+                                                 if t or not key.startswith("aux")])))
+                   for start in range(0, b, chunk))
 
     distinct = {"u": b, "i": distinct_ids("item", "neg_item", "aux_items"),
-                "p": 1 + distinct_ids("participant", "neg_participant", "aux_participants")}  # + mean participant
+                "p": -(-b // chunk) + distinct_ids("participant", "neg_participant", "aux_participants")}  # + mean
     rows_a, rows_b = b * (2 + 2 * t), b * (2 + t)  # rows whose task-A / task-B score is used
     flops = 3 * block_flops(rows_a, rows_b, rows, distinct, 2 * m.embedding_dim, m.embedding_dim, m.num_experts, m.mtl_layers,
                             m.shared_experts, m.alpha, m.mlp_hidden)  # forward + backward ~ 3x forward

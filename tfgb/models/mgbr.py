@@ -213,6 +213,9 @@ class MGBR(GroupBuyingModel):
         var_grads = [tf.zeros_like(v) for v in variables]
         loss = tf.zeros([])
         for c in tf.range(count):
+            # One chunk at a time: a while loop would otherwise run independent iterations in parallel,
+            # each with its own block activations alive.
+            tf.autograph.experimental.set_loop_options(parallel_iterations=1)
             start = c * chunk
             part = {key: value[start:start + chunk] for key, value in inputs.items()}
             share = tf.cast(tf.shape(part["initiator"])[0], tf.float32) / tf.cast(b, tf.float32)
