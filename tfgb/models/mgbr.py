@@ -209,23 +209,26 @@ class MGBR(GroupBuyingModel):
         tables = [emb[key] for key in keys]
         b = tf.shape(inputs["initiator"])[0]
         count = (b + chunk - 1) // chunk
-        table_grads = [tf.zeros_like(t) for t in tables]
-        var_grads = [tf.zeros_like(v) for v in variables]
-        loss = tf.zeros([])
-        for c in tf.range(count):
-            # One chunk at a time: a while loop would otherwise run independent iterations in parallel,
-            # each with its own block activations alive.
-            tf.autograph.experimental.set_loop_options(parallel_iterations=1)
+        n_tables = len(tables)
+
+        def body(c, loss, *grads):
             start = c * chunk
             part = {key: value[start:start + chunk] for key, value in inputs.items()}
             share = tf.cast(tf.shape(part["initiator"])[0], tf.float32) / tf.cast(b, tf.float32)
             with tf.GradientTape() as tape:
                 tape.watch(tables)
                 part_loss = share * self.loss_from_embeddings(dict(zip(keys, tables)), part, training=True)
-            grads = tape.gradient(part_loss, tables + variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            table_grads = [acc + tf.convert_to_tensor(g) for acc, g in zip(table_grads, grads[:len(tables)])]
-            var_grads = [acc + tf.convert_to_tensor(g) for acc, g in zip(var_grads, grads[len(tables):])]
-            loss += part_loss
+            new = tape.gradient(part_loss, tables + variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return (c + 1, loss + part_loss, *(acc + tf.convert_to_tensor(g) for acc, g in zip(grads, new)))
+
+        # An explicit while loop (Keras may trace train_step without AutoGraph). One chunk at a time:
+        # independent iterations would otherwise run in parallel, each with its block activations alive.
+        _, loss, *grads = tf.while_loop(
+            lambda c, *_: c < count, body,
+            (tf.constant(0, count.dtype), tf.zeros([]), *(tf.zeros_like(t) for t in tables),
+             *(tf.zeros_like(v) for v in variables)),
+            parallel_iterations=1)
+        table_grads, var_grads = list(grads[:n_tables]), grads[n_tables:]
         through = outer.gradient(tables + [regularization], variables,
                                  output_gradients=table_grads + [tf.ones([])],
                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
