@@ -11,7 +11,14 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 
-from tfgb.layers.mtl import MultiTaskBlock, PredictionHead, Rows, Segments, mixture, mixtures
+from tfgb.layers.mtl import (
+    MultiTaskBlock,
+    PredictionHead,
+    Rows,
+    Segments,
+    mixture,
+    mixtures,
+)
 
 LayerWeights = dict[str, np.ndarray]
 
