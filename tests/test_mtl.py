@@ -379,3 +379,29 @@ def test_mixtures_read_a_shared_group_once_and_equal_separate_mixtures() -> None
     assert set(together) == {"a", "b", "s"}
     for name, terms in outputs.items():
         np.testing.assert_allclose(together[name].numpy(), mixture(terms).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shared, alpha, num_layers", [(True, 0.2, 2), (False, 0.2, 1), (True, 0.0, 3)])
+def test_tiled_parts_equal_their_rows(shared: bool, alpha: float, num_layers: int) -> None:
+    """Tiled blocks (parts repeated over a list's rows, others per row) give the rows' result."""
+    from tfgb.layers.mtl import Tiled, to_rows
+
+    rng = np.random.default_rng(13)
+    tables = [tf.constant(rng.normal(size=(m, 8)), tf.float32) for m in (4, 6, 5)]
+
+    def idx(table, n):
+        return tf.constant(rng.integers(0, table.shape[0], n), tf.int32)
+
+    # Block 0: 3 plain rows; block 1: 2 lists x 4 rows, u and i repeated, p per row;
+    # block 2: 2 lists x 4, only u repeated; block 3: 2 rows all repeated x1 (plain).
+    plan = [((3, 1), (3, 1), (3, 1)), ((2, 4), (2, 4), (8, 1)), ((2, 4), (8, 1), (8, 1)), ((2, 1), (2, 1), (2, 1))]
+    parts = [Tiled(t, tuple((idx(t, n), r) for n, r in (block[j] for block in plan))) for j, t in enumerate(tables)]
+    block = MultiTaskBlock(dim=4, num_experts=3, num_layers=num_layers, alpha=alpha, shared=shared)
+    got = block(*parts, a_until=15, b_from=6)
+    want = block(*(to_rows(x) for x in parts), a_until=15, b_from=6)
+    dense = block(*(tf.gather(r.table, r.index) for r in (to_rows(x) for x in parts)), a_until=15, b_from=6)
+    for key in ("a", "b"):
+        np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[key].numpy(), dense[key].numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="Tiled"):
+        block(parts[0], to_rows(parts[1]), parts[2])

@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
-__all__ = ["MultiTaskBlock", "PredictionHead", "Rows"]
+__all__ = ["MultiTaskBlock", "PredictionHead", "Rows", "Tiled"]
 
 
 class Rows(NamedTuple):
@@ -64,8 +64,38 @@ class Rows(NamedTuple):
     index: tf.Tensor
 
 
-def materialize(x: tf.Tensor | Rows) -> tf.Tensor:
-    """The dense [N, w] rows of a tensor or :class:`Rows`."""
+class Tiled(NamedTuple):
+    """Rows given by reference, in blocks of repeated references.
+
+    Block j holds ``len(index_j) * repeat_j`` rows; row r of block j is
+    ``table[index_j[r // repeat_j]]``, and the blocks' rows follow one another. A training batch
+    is laid out so: the 2|T| auxiliary rows of a triple share its initiator and its item (T^P) or
+    participant (T^I), i.e. those parts repeat |T| times. :class:`MultiTaskBlock` then adds the
+    projections of the repeated parts once per triple and broadcasts the sum over the |T| rows,
+    instead of gathering every part for every row (and scattering every gradient back). The
+    result is the same as passing :func:`to_rows` of each part.
+
+    e_u, e_i and e_p given as ``Tiled`` must have the same number of blocks and the same number
+    of rows in each; within a block every repeat is 1 or one common value.
+
+    Attributes:
+        table: [M, w] distinct embeddings.
+        blocks: ``((index_j [n_j] int, repeat_j), ...)``.
+    """
+
+    table: tf.Tensor
+    blocks: tuple[tuple[tf.Tensor, int], ...]
+
+
+def to_rows(x: Tiled) -> Rows:
+    """The :class:`Rows` of a :class:`Tiled` part (one index per row)."""
+    return Rows(x.table, tf.concat([tf.repeat(index, repeat) for index, repeat in x.blocks], 0))
+
+
+def materialize(x: tf.Tensor | Rows | Tiled) -> tf.Tensor:
+    """The dense [N, w] rows of a tensor, :class:`Rows` or :class:`Tiled`."""
+    if isinstance(x, Tiled):
+        x = to_rows(x)
     return tf.gather(x.table, x.index) if isinstance(x, Rows) else x
 
 
@@ -308,6 +338,7 @@ class MultiTaskBlock(tf.keras.layers.Layer):
         return tf.nn.softmax(logits, axis=-1) if self.gate_softmax else logits
 
     supports_rows = True  # call() accepts Rows for e_u, e_i, e_p
+    supports_tiles = True  # ... and Tiled
 
     def _input_projections(self, parts: dict[str, tf.Tensor | Rows]) -> dict[tuple[int, str], tf.Tensor]:
         """Everything linear in e_u, e_i, e_p, one matmul per part.
@@ -335,12 +366,61 @@ class MultiTaskBlock(tf.keras.layers.Layer):
                         name = f"gate_{task}_{pair}"
                         for j, part in enumerate(pair):
                             plan[part].append(((layer, name), weights[name][j * w:(j + 1) * w]))
+        tiled = [isinstance(x, Tiled) for x in parts.values()]
+        if any(tiled) and not all(tiled):
+            raise ValueError("MultiTaskBlock: give e_u, e_i and e_p all as Tiled, or none of them.")
+        if all(tiled):
+            return self._tiled_projections(parts, plan)
         out: dict[tuple[int, str], tf.Tensor] = {}
         for part, entries in plan.items():
             pieces = project(parts[part], [k for _, k in entries])
             for (key, _), piece in zip(entries, pieces):
                 out[key] = out[key] + piece if key in out else piece
         return out
+
+    @staticmethod
+    def _tiled_projections(parts: dict[str, Tiled], plan: dict[str, list[tuple[tuple[int, str], tf.Tensor]]]
+                           ) -> dict[tuple[int, str], tf.Tensor]:
+        """:meth:`_input_projections` for :class:`Tiled` parts.
+
+        In each block the repeated parts' projections are gathered once per list and added there,
+        the per-row parts' are gathered per row, and the two sums meet in one broadcast add.
+        """
+        counts = {len(x.blocks) for x in parts.values()}
+        if len(counts) != 1:
+            raise ValueError(f"MultiTaskBlock: Tiled parts have different numbers of blocks: {sorted(counts)}.")
+        tables: dict[str, dict[tuple[int, str], tf.Tensor]] = {}  # part -> key -> [M, c] projection
+        for part, entries in plan.items():
+            pieces = project(parts[part].table, [k for _, k in entries])
+            tables[part] = {key: piece for (key, _), piece in zip(entries, pieces)}
+        keys = list(dict.fromkeys(key for entries in plan.values() for key, _ in entries))
+        blocks: dict[tuple[int, str], list[tf.Tensor]] = {key: [] for key in keys}
+        for j in range(counts.pop()):
+            # Repeats must be static; Keras may hand python ints in the inputs over as constant tensors.
+            refs = {part: (x.blocks[j][0], int(tf.get_static_value(x.blocks[j][1]))) for part, x in parts.items()}
+            repeats = {r for _, r in refs.values()} - {1}
+            if len(repeats) > 1:
+                raise ValueError(f"MultiTaskBlock: block {j} repeats parts by different counts {sorted(repeats)}.")
+            repeat = repeats.pop() if repeats else 1
+            for key in keys:
+                coarse = fine = None
+                for part, (index, r) in refs.items():
+                    if key not in tables[part]:
+                        continue
+                    rows = tf.gather(tables[part][key], index)
+                    if r == 1:
+                        fine = rows if fine is None else fine + rows
+                    else:
+                        coarse = rows if coarse is None else coarse + rows
+                if coarse is None:
+                    blocks[key].append(fine)
+                elif fine is None:
+                    blocks[key].append(tf.repeat(coarse, repeat, axis=0))
+                else:
+                    width = tf.shape(fine)[-1]
+                    blocks[key].append(tf.reshape(tf.reshape(fine, [-1, repeat, width]) + coarse[:, None, :],
+                                                  [-1, width]))
+        return {key: tf.concat(pieces, 0) if len(pieces) > 1 else pieces[0] for key, pieces in blocks.items()}
 
     supports_row_ranges = True  # call() accepts a_until / b_from
     supports_out_kernels = True  # call() accepts out_kernels
@@ -381,7 +461,7 @@ class MultiTaskBlock(tf.keras.layers.Layer):
         """
         parts = {"u": e_u, "i": e_i, "p": e_p}
         for name, x in parts.items():
-            width = (x.table if isinstance(x, Rows) else x).shape[-1]
+            width = (x.table if isinstance(x, Rows | Tiled) else x).shape[-1]
             if width is not None and width != self.input_width:
                 raise ValueError(
                     f"MultiTaskBlock: e_{name} has width {width}, expected {self.input_width}."

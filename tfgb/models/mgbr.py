@@ -10,7 +10,14 @@ import tensorflow as tf
 
 from tfgb.config import ConfigError, ModelConfig, TrainConfig
 from tfgb.layers.gcn import MultiViewGCN
-from tfgb.layers.mtl import MultiTaskBlock, PredictionHead, Rows, materialize
+from tfgb.layers.mtl import (
+    MultiTaskBlock,
+    PredictionHead,
+    Rows,
+    Tiled,
+    materialize,
+    to_rows,
+)
 from tfgb.models.base import GroupBuyingModel
 from tfgb.tasks import bpr_task, listwise_task
 
@@ -130,6 +137,8 @@ class MGBR(GroupBuyingModel):
         (``out_kernels``), which folds them into its last layer's experts: the same logits up to
         rounding, with fewer FLOPs (an expert's kernel then has the head's hidden width of columns).
         """
+        if not getattr(self.mtl, "supports_tiles", False):
+            e_u, e_i, e_p = (to_rows(x) if isinstance(x, Tiled) else x for x in (e_u, e_i, e_p))
         if getattr(self.mtl, "supports_out_kernels", False):
             if not getattr(self.mtl, "supports_rows", False):
                 e_u, e_i, e_p = (materialize(x) for x in (e_u, e_i, e_p))
@@ -143,28 +152,33 @@ class MGBR(GroupBuyingModel):
         g = self._block(e_u, e_i, e_p, training, a_until=a_until, b_from=b_from)
         return {"a": self._logit(self.head_a, g["a"], training), "b": self._logit(self.head_b, g["b"], training)}
 
-    @staticmethod
-    def _grid(b: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Row n = (list n // C, column n % C) of a [B, C] candidate matrix, flattened."""
-        rows = tf.repeat(tf.range(b), c)
-        return rows, tf.range(b * c)
+    def _candidate_rows(self, per_list: list[tf.Tensor], per_cell: tf.Tensor, c) -> list[Rows | Tiled]:
+        """Block inputs for a [B, C] candidate matrix: ``per_list`` tables [B or 1, w] (one row per list,
+        or one row for all) and ``per_cell`` [B*C, w]. With a static C the per-list parts are given
+        once per list (:class:`Tiled`); otherwise by one reference per row."""
+        b = tf.shape(per_cell)[0] // c
+        static = tf.get_static_value(c)
+        out = []
+        for table in per_list:
+            index = tf.zeros([b], tf.int32) if table.shape[0] == 1 else tf.range(b)
+            out.append(Tiled(table, ((index, int(static)),)) if static is not None else Rows(table, tf.repeat(index, c)))
+        cells = tf.range(tf.shape(per_cell)[0])
+        out.append(Tiled(per_cell, ((cells, 1),)) if static is not None else Rows(per_cell, cells))
+        return out
 
     def score_items(self, emb, initiator, candidates, training=False):
-        b, c = tf.shape(candidates)[0], tf.shape(candidates)[1]
-        rows, cells = self._grid(b, c)
-        logits = self._logits(Rows(tf.gather(emb["users_i"], initiator), rows),
-                              Rows(tf.gather(emb["items"], tf.reshape(candidates, [-1])), cells),
-                              Rows(emb["mean_p"][None, :], tf.zeros_like(cells)), training, b_from=b * c)
+        b, c = tf.shape(candidates)[0], candidates.shape[1] or tf.shape(candidates)[1]
+        e_u, e_p, e_i = self._candidate_rows([tf.gather(emb["users_i"], initiator), emb["mean_p"][None, :]],
+                                             tf.gather(emb["items"], tf.reshape(candidates, [-1])), c)
+        logits = self._logits(e_u, e_i, e_p, training, b_from=b * c)
         logits = tf.reshape(logits["a"], [b, c])
         return logits + self._bias(emb, "item_bias", candidates)
 
     def score_participants(self, emb, initiator, item, candidates, training=False):
-        b, c = tf.shape(candidates)[0], tf.shape(candidates)[1]
-        rows, cells = self._grid(b, c)
-        logits = self._logits(Rows(tf.gather(emb["users_i"], initiator), rows),
-                              Rows(tf.gather(emb["items"], item), rows),
-                              Rows(tf.gather(emb["users_p"], tf.reshape(candidates, [-1])), cells), training,
-                              a_until=0)
+        b, c = tf.shape(candidates)[0], candidates.shape[1] or tf.shape(candidates)[1]
+        e_u, e_i, e_p = self._candidate_rows([tf.gather(emb["users_i"], initiator), tf.gather(emb["items"], item)],
+                                             tf.gather(emb["users_p"], tf.reshape(candidates, [-1])), c)
+        logits = self._logits(e_u, e_i, e_p, training, a_until=0)
         return (tf.reshape(logits["b"], [b, c])
                 + self._bias(emb, "participant_bias", candidates))
 
@@ -262,43 +276,47 @@ class MGBR(GroupBuyingModel):
         # Rows, ordered so that task A's rows come first and task B's last (the block's last layer
         # computes each task only where its score is used): A+ (u, i, mean), A- (u, i-, mean),
         # then with the auxiliary losses T^P (u, i, p') [A only] and T^I (u, i', p) [A and B],
-        # then B+ (u, i, p), B- (u, i, p-).
-        u_idx, i_idx, p_idx = [seq, seq], [seq, b + seq], [zeros, zeros]
+        # then B+ (u, i, p), B- (u, i, p-). Per part and block of rows: (slots, repeat), the row r of
+        # the block referring to slot slots[r // repeat] (the aux rows of a triple share its
+        # initiator, and its item (T^P) or participant (T^I): given once per triple, see Tiled).
+        blocks = {"u": [(tf.concat([seq, seq], 0), 1)], "i": [(tf.concat([seq, b + seq], 0), 1)],
+                  "p": [(tf.concat([zeros, zeros], 0), 1)]}
         t = 0
         if self.aux_losses:
-            t = tf.shape(inputs["aux_items"])[1]
-            rep = tf.repeat(seq, t)  # [B*T]: triple of each auxiliary row
+            t = inputs["aux_items"].shape[1]  # static (the stream's aux_size)
+            if t is None:
+                raise ValueError("MGBR needs the aux set size as a static shape (aux_items [B, T])")
             flat = tf.range(b * t)
             item_ids.append(tf.reshape(inputs["aux_items"], [-1]))
             part_ids.append(tf.reshape(inputs["aux_participants"], [-1]))
-            u_idx += [rep, rep]
-            i_idx += [rep, 2 * b + flat]  # T^P: (u, i, p'); T^I: (u, i', p)
-            p_idx += [1 + 2 * b + flat, 1 + rep]
-        u_idx += [seq, seq]
-        i_idx += [seq, seq]
-        p_idx += [1 + seq, 1 + b + seq]
+            blocks["u"] += [(seq, t), (seq, t)]
+            blocks["i"] += [(seq, t), (2 * b + flat, 1)]  # T^P: (u, i, p'); T^I: (u, i', p)
+            blocks["p"] += [(1 + 2 * b + flat, 1), (1 + seq, t)]
+        blocks["u"].append((tf.concat([seq, seq], 0), 1))
+        blocks["i"].append((tf.concat([seq, seq], 0), 1))
+        blocks["p"].append((tf.concat([1 + seq, 1 + b + seq], 0), 1))
         a_until, b_from = 2 * b + 2 * b * t, 2 * b + b * t
         item_ids, part_ids = tf.concat(item_ids, 0), tf.concat(part_ids, 0)
-        i_idx, p_idx = tf.concat(i_idx, 0), tf.concat(p_idx, 0)
         # One table row per distinct id: a batch of B triples refers to B(2+T) item and participant
         # slots, and the negatives and aux sets repeat ids (Beibei, B=1024, T=99: ~29k distinct
         # items of 103k slots), so the block projects each distinct entity once. tf.unique keeps
         # first occurrences in order, so task A's mean participant (-1, first) stays row 0.
         item_ids, item_row = tf.unique(item_ids)
         part_ids, part_row = tf.unique(part_ids)
-        i_idx, p_idx = tf.gather(item_row, i_idx), tf.gather(part_row, p_idx)
+        blocks["i"] = [(tf.gather(item_row, slots), r) for slots, r in blocks["i"]]
+        blocks["p"] = [(tf.gather(part_row, slots), r) for slots, r in blocks["p"]]
         users = tf.gather(emb["users_i"], u)  # [B, w]
         items = tf.gather(emb["items"], item_ids)
         parts = tf.concat([emb["mean_p"][None, :], tf.gather(emb["users_p"], part_ids[1:])], 0)
         # model.embedding_dropout: one mask per distinct entity of the batch, shared by every row that
         # refers to it (e.g. an initiator's mask by all 4 + 2|T| rows of its triple).
         users, items, parts = (self.embedding_dropout(x, training=training) for x in (users, items, parts))
-        logits = self._logits(Rows(users, tf.concat(u_idx, 0)), Rows(items, i_idx), Rows(parts, p_idx), training,
-                              a_until=a_until, b_from=b_from)
+        e_u, e_i, e_p = (Tiled(table, tuple(blocks[key])) for key, table in (("u", users), ("i", items), ("p", parts)))
+        logits = self._logits(e_u, e_i, e_p, training, a_until=a_until, b_from=b_from)
         logit_a, logit_b = logits["a"], logits["b"]  # task A: A+, A-, T^P, T^I; task B: T^I, B+, B-
         if self.use_bias:  # the item of every task-A row, the participant of every task-B row
-            logit_a += self._bias(emb, "item_bias", tf.gather(item_ids, i_idx[:a_until]))
-            logit_b += self._bias(emb, "participant_bias", tf.gather(part_ids, p_idx[b_from:]))
+            logit_a += self._bias(emb, "item_bias", tf.gather(item_ids, to_rows(e_i).index[:a_until]))
+            logit_b += self._bias(emb, "participant_bias", tf.gather(part_ids, to_rows(e_p).index[b_from:]))
         pos_a, neg_a = logit_a[:b], logit_a[b: 2 * b]
         pos_b, neg_b = logit_b[b * t: b * t + b], logit_b[b * t + b:]
         dummy = tf.zeros_like(pos_a)
