@@ -195,3 +195,24 @@ def test_block_chunk_must_not_be_negative_nor_split_batch_statistics(data):
         load(None, ["train.block_chunk=-1"])
     with pytest.raises(ConfigError, match="batch normalisation"):  # MAMGBR's experts: BatchNorm over the batch
         build(data, "mamgbr", "train.block_chunk=16")
+
+
+def test_block_chunks_take_the_whole_batch_step_through_keras(data):
+    """One step of Keras' own train function (as model.fit runs it), chunked and not, lands on the same
+    weights (plain SGD, so the update is the gradient; Adam's first step would amplify rounding)."""
+    models_ = []
+    for sets in ((), ("train.block_chunk=20",)):
+        model, prepared = build(data, "mgbr", "model.bias=true", *sets)
+        model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=1.0))
+        models_.append(model)
+    whole, chunked = models_
+    chunked.set_weights(whole.get_weights())
+    start = [w.copy() for w in whole.get_weights()]
+    batch = next(iter(prepared.training_dataset(load(None, SMALL).train, epoch=0)))
+    logs = [model.make_train_function()(iter(tf.data.Dataset.from_tensors(batch))) for model in models_]
+    assert float(logs[1]["loss"]) == pytest.approx(float(logs[0]["loss"]), rel=1e-5)
+    steps = [[after - before for after, before in zip(model.get_weights(), start)] for model in models_]
+    scale = max(np.abs(s).max() for s in steps[0])
+    assert scale > 0
+    for got, want in zip(steps[1], steps[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
