@@ -425,6 +425,10 @@ class MultiTaskBlock(tf.keras.layers.Layer):
     supports_row_ranges = True  # call() accepts a_until / b_from
     supports_out_kernels = True  # call() accepts out_kernels
 
+    def _experts(self, x: tf.Tensor | Segments) -> tf.Tensor | Segments:
+        """All K experts of one group from one matmul's output: [n, K*c] -> [n, K, c] (Eq. 7-9)."""
+        return _map(lambda part: tf.reshape(part, [-1, self.num_experts, int(part.shape[-1]) // self.num_experts]), x)
+
     def _compose(self, kernel: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
         """Expert kernel [in, K*dim] times ``out`` [dim, h] expert by expert: [in, K*h]."""
         k, d = self.num_experts, self.dim
@@ -500,10 +504,6 @@ class MultiTaskBlock(tf.keras.layers.Layer):
                     return x
                 return x[:bound] if task == "a" else x[bound:]
 
-            def experts(x: tf.Tensor | Segments) -> tf.Tensor | Segments:
-                """All K experts of one group from one matmul's output: [n, K*c] -> [n, K, c] (Eq. 7-9)."""
-                return _map(lambda part: tf.reshape(part, [-1, self.num_experts, int(part.shape[-1]) // self.num_experts]), x)
-
             ins = None  # Eq. 15: every expert and gate of layer 1 reads g^0 (its projections are in proj)
             if layer > 0:
                 ins = ({"a": tf.concat([g_a, g_s], axis=-1),  # [N, 2d]
@@ -521,22 +521,22 @@ class MultiTaskBlock(tf.keras.layers.Layer):
 
             folding = fold and last
             h = out_kernels if folding else {}
-            e_a = experts(linear("expert_a", "a", self._compose(w["expert_a"], h["a"]) if folding else None))  # Eq. 7
-            e_b = experts(linear("expert_b", "b", self._compose(w["expert_b"], h["b"]) if folding else None))  # Eq. 8
+            e_a = self._experts(linear("expert_a", "a", self._compose(w["expert_a"], h["a"]) if folding else None))  # Eq. 7
+            e_b = self._experts(linear("expert_b", "b", self._compose(w["expert_b"], h["b"]) if folding else None))  # Eq. 8
             groups_a, groups_b = [e_a], [e_b]
             if self.shared:  # E_S, Eq. 9: on task A's and task B's rows (all rows but at the last layer)
                 if folding:
-                    s_a = experts(linear("expert_s", "a", self._compose(w["expert_s"], h["a"])))
-                    s_b = experts(linear("expert_s", "b", self._compose(w["expert_s"], h["b"])))
+                    s_a = self._experts(linear("expert_s", "a", self._compose(w["expert_s"], h["a"])))
+                    s_b = self._experts(linear("expert_s", "b", self._compose(w["expert_s"], h["b"])))
                     e_s = None  # the last layer has no gate S
                 elif last and trimmed:  # one split, each segment multiplied once
                     src, kernel = (proj[(0, "expert_s")], None) if ins is None else (ins["s"], w["expert_s"])
                     head, both = rows(src, "a").parts
                     tail = rows(src, "b").parts[1]
-                    head, both, tail = (experts(v if kernel is None else tf.matmul(v, kernel)) for v in (head, both, tail))
+                    head, both, tail = (self._experts(v if kernel is None else tf.matmul(v, kernel)) for v in (head, both, tail))
                     s_a, s_b, e_s = Segments((head, both)), Segments((both, tail)), None
                 else:
-                    e_s = experts(linear("expert_s", "s"))
+                    e_s = self._experts(linear("expert_s", "s"))
                     s_a, s_b = rows(e_s, "a"), rows(e_s, "b")
                 groups_a, groups_b = [e_a, s_a], [e_b, s_b]
             terms_a = [(1.0, _map(self._weights, linear("gate_a", "a")), groups_a)]  # generic gate, Eq. 10 (g_A1)

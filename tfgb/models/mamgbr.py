@@ -81,10 +81,10 @@ class MAMGBR(MGBR):
         emb["mean_p"] = tf.reduce_mean(emb["users_p"], axis=0)
         return self._with_biases(emb)
 
-    def _block(self, e_u, e_i, e_p, training: bool, a_until=None, b_from=None) -> dict[str, tf.Tensor]:
+    def _block(self, e_u, e_i, e_p, training: bool, a_until=None, b_from=None, **options) -> dict[str, tf.Tensor]:
         """The block on rows given densely or as :class:`~tfgb.layers.mtl.Rows` (ranges as in MGBR)."""
         if not self.separate_tasks:
-            return super()._block(e_u, e_i, e_p, training, a_until, b_from)
+            return super()._block(e_u, e_i, e_p, training, a_until, b_from, **options)
         # MAMGBR-M: task A sees only GCN_A's half of every embedding, task B only GCN_B's.
         width = (e_u.table if isinstance(e_u, Rows) else e_u).shape[-1] // 2
 

@@ -114,18 +114,18 @@ class MGBR(GroupBuyingModel):
             return 0.0
         return tf.reshape(tf.gather(emb[key], tf.reshape(ids, [-1])), tf.shape(ids))
 
-    def _block(self, e_u, e_i, e_p, training: bool, a_until=None, b_from=None) -> dict[str, tf.Tensor]:
+    def _block(self, e_u, e_i, e_p, training: bool, a_until=None, b_from=None, **options) -> dict[str, tf.Tensor]:
         """The multi-task block on rows given densely or as :class:`~tfgb.layers.mtl.Rows`.
 
         ``a_until`` / ``b_from``: only rows ``[0, a_until)`` need g^L_A and only rows ``[b_from, N)``
         need g^L_B; the outputs are those row ranges (a block that cannot skip the rest computes
-        every row and is sliced).
+        every row and is sliced). ``options`` go to the block as they are (e.g. ``out_kernels``).
         """
         if not getattr(self.mtl, "supports_rows", False):
             e_u, e_i, e_p = (materialize(x) for x in (e_u, e_i, e_p))
         if getattr(self.mtl, "supports_row_ranges", False):
-            return self.mtl(e_u, e_i, e_p, training=training, a_until=a_until, b_from=b_from)
-        return trim(self.mtl(e_u, e_i, e_p, training=training), a_until, b_from)
+            return self.mtl(e_u, e_i, e_p, training=training, a_until=a_until, b_from=b_from, **options)
+        return trim(self.mtl(e_u, e_i, e_p, training=training, **options), a_until, b_from)
 
     def _logit(self, head: tf.keras.layers.Layer, g: tf.Tensor, training: bool) -> tf.Tensor:
         return tf.reshape(head(g, training=training), [-1])
@@ -140,23 +140,21 @@ class MGBR(GroupBuyingModel):
         if not getattr(self.mtl, "supports_tiles", False):
             e_u, e_i, e_p = (to_rows(x) if isinstance(x, Tiled) else x for x in (e_u, e_i, e_p))
         if getattr(self.mtl, "supports_out_kernels", False):
-            if not getattr(self.mtl, "supports_rows", False):
-                e_u, e_i, e_p = (materialize(x) for x in (e_u, e_i, e_p))
             for head in (self.head_a, self.head_b):
                 if not head.built:  # its weights are created by a first call, under its own name scope
                     head(tf.zeros([1, self.mtl.dim]))
-            z = self.mtl(e_u, e_i, e_p, training=training, a_until=a_until, b_from=b_from,
-                         out_kernels={"a": self.head_a.first_kernel, "b": self.head_b.first_kernel})
+            z = self._block(e_u, e_i, e_p, training, a_until=a_until, b_from=b_from,
+                            out_kernels={"a": self.head_a.first_kernel, "b": self.head_b.first_kernel})
             return {task: tf.reshape(head.from_first_product(z[task]), [-1])
                     for task, head in (("a", self.head_a), ("b", self.head_b))}
         g = self._block(e_u, e_i, e_p, training, a_until=a_until, b_from=b_from)
         return {"a": self._logit(self.head_a, g["a"], training), "b": self._logit(self.head_b, g["b"], training)}
 
-    def _candidate_rows(self, per_list: list[tf.Tensor], per_cell: tf.Tensor, c) -> list[Rows | Tiled]:
+    @staticmethod
+    def _candidate_rows(per_list: list[tf.Tensor], per_cell: tf.Tensor, b: tf.Tensor, c) -> list[Rows | Tiled]:
         """Block inputs for a [B, C] candidate matrix: ``per_list`` tables [B or 1, w] (one row per list,
         or one row for all) and ``per_cell`` [B*C, w]. With a static C the per-list parts are given
         once per list (:class:`Tiled`); otherwise by one reference per row."""
-        b = tf.shape(per_cell)[0] // c
         static = tf.get_static_value(c)
         out = []
         for table in per_list:
@@ -169,7 +167,7 @@ class MGBR(GroupBuyingModel):
     def score_items(self, emb, initiator, candidates, training=False):
         b, c = tf.shape(candidates)[0], candidates.shape[1] or tf.shape(candidates)[1]
         e_u, e_p, e_i = self._candidate_rows([tf.gather(emb["users_i"], initiator), emb["mean_p"][None, :]],
-                                             tf.gather(emb["items"], tf.reshape(candidates, [-1])), c)
+                                             tf.gather(emb["items"], tf.reshape(candidates, [-1])), b, c)
         logits = self._logits(e_u, e_i, e_p, training, b_from=b * c)
         logits = tf.reshape(logits["a"], [b, c])
         return logits + self._bias(emb, "item_bias", candidates)
@@ -177,7 +175,7 @@ class MGBR(GroupBuyingModel):
     def score_participants(self, emb, initiator, item, candidates, training=False):
         b, c = tf.shape(candidates)[0], candidates.shape[1] or tf.shape(candidates)[1]
         e_u, e_i, e_p = self._candidate_rows([tf.gather(emb["users_i"], initiator), tf.gather(emb["items"], item)],
-                                             tf.gather(emb["users_p"], tf.reshape(candidates, [-1])), c)
+                                             tf.gather(emb["users_p"], tf.reshape(candidates, [-1])), b, c)
         logits = self._logits(e_u, e_i, e_p, training, a_until=0)
         return (tf.reshape(logits["b"], [b, c])
                 + self._bias(emb, "participant_bias", candidates))
