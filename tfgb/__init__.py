@@ -1,7 +1,7 @@
 """tfgb: group-buying recommendation with TensorFlow.
 
 Task A ranks items for an initiator, s(i|u); task B ranks participants for a launched
-(initiator, item), s(p|u,i). See README.md and DESIGN.md.
+(initiator, item), s(p|u,i). See README.md.
 """
 import os as _os
 
@@ -13,5 +13,11 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # turns them off, which costs about 2x in speed on 2 cores (dense matmul 51 vs 106 GFLOP/s measured).
 if _os.environ.get("TFGB_DETERMINISTIC") == "1":
     _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+# A pooling memory allocator (TFGB_ALLOCATOR, see tfgb/allocator.py), chosen before TensorFlow loads; a
+# tfgb command may re-execute itself here with jemalloc preloaded.
+from tfgb import allocator as _allocator
+
+_allocator.configure()
 
 __version__ = "0.1.0"

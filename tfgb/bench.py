@@ -10,6 +10,10 @@ Subcommands (each a function in :data:`COMMANDS`; add new ones there):
       (as ``Model.fit`` does) and iterated from Python.
 
   ``train`` / ``eval``: see :mod:`tfgb.bench_train`. ``serve``: see :mod:`tfgb.bench_serve`.
+  Each of the three takes ``--allocators bfc,system[,jemalloc]``: the same measurement once per
+  memory allocator, side by side with the ratios (:mod:`tfgb.bench_allocators`).
+
+  ``allocator``: the memory allocator a tfgb command runs with, and why (:mod:`tfgb.allocator`).
 """
 from __future__ import annotations
 
@@ -103,6 +107,37 @@ def bench_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _allocator_parser(parser: argparse.ArgumentParser) -> None:
+    del parser  # no options
+
+
+def bench_allocator(args: argparse.Namespace) -> int:
+    """Print the allocator this command runs with (as every tfgb command would) and why."""
+    import os
+
+    from tfgb import allocator
+
+    choice = allocator.configure()
+    print(f"allocator                 {choice.allocator}")
+    print(f"reason                    {choice.reason}")
+    print(f"jemalloc library          {allocator.jemalloc_library() or '(none on this system)'}")
+    print(f"jemalloc loaded           {allocator.jemalloc_loaded()}")
+    print(f"TF_CPU_ALLOCATOR_USE_BFC  {os.environ.get('TF_CPU_ALLOCATOR_USE_BFC', '(unset)')}")
+    print(f"MALLOC_CONF               {os.environ.get('MALLOC_CONF', '(unset)')}")
+    return 0
+
+
+def _with_allocators(add_arguments: Callable[[argparse.ArgumentParser], None]) -> Callable:
+    def add(parser: argparse.ArgumentParser) -> None:
+        add_arguments(parser)
+        parser.add_argument("--allocators", metavar="A,B,...",
+                            help="run the same measurement once per memory allocator (bfc, system, jemalloc), "
+                                 "each in its own process, and print them side by side with the ratios")
+        parser.add_argument("--report-json", help=argparse.SUPPRESS)  # set by --allocators for its children
+
+    return add
+
+
 def _lazy(module: str, name: str) -> Callable:
     """A function of another bench module, imported when called (keeps `--help` fast)."""
 
@@ -116,12 +151,13 @@ def _lazy(module: str, name: str) -> Callable:
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "data": (_data_parser, bench_data, "time data preparation, graphs and the training stream"),
-    "train": (_lazy("tfgb.bench_train", "add_train_arguments"), _lazy("tfgb.bench_train", "bench_train"),
+    "train": (_with_allocators(_lazy("tfgb.bench_train", "add_train_arguments")), _lazy("tfgb.bench_train", "bench_train"),
               "time a training step: propagation vs the rest, rows/s, groups/s, FLOP/s vs dense matmul, memory"),
-    "eval": (_lazy("tfgb.bench_train", "add_eval_arguments"), _lazy("tfgb.bench_train", "bench_eval"),
+    "eval": (_with_allocators(_lazy("tfgb.bench_train", "add_eval_arguments")), _lazy("tfgb.bench_train", "bench_eval"),
              "time scoring the test candidate lists"),
-    "serve": (_lazy("tfgb.bench_serve", "add_arguments"), _lazy("tfgb.bench_serve", "run"),
+    "serve": (_with_allocators(_lazy("tfgb.bench_serve", "add_arguments")), _lazy("tfgb.bench_serve", "run"),
               "latency and requests/s of an export: in-process SavedModel vs the local REST endpoint"),
+    "allocator": (_allocator_parser, bench_allocator, "the memory allocator tfgb commands run with, and why"),
 }
 """Subcommand name -> (add its arguments, run it, one-line help)."""
 
@@ -138,9 +174,14 @@ def _parser() -> argparse.ArgumentParser:
 @cli_boundary
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one bench subcommand; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.verbose:
         setup_logging()
+    if getattr(args, "allocators", None):
+        from tfgb import bench_allocators
+
+        return bench_allocators.run(argv, bench_allocators.parse(args.allocators))
     return COMMANDS[args.command][1](args)
 
 

@@ -135,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
         local, http = results[signature, "in-process"], results[signature, "http"]
         print(f"{signature}: http / in-process  p50 x{http['p50'] / local['p50']:.2f}  "
               f"p99 x{http['p99'] / local['p99']:.2f}  throughput x{http['rps'] / local['rps']:.2f}")
+    from tfgb.bench_allocators import write_report
+
+    write_report(getattr(args, "report_json", None), f"bench serve: {path}",
+                 {f"{signature} {kind} {key}": r[key] for (signature, kind), r in results.items()
+                  for key in ("p50", "p99", "rps")})
     return 0
 
 

@@ -161,7 +161,11 @@ def bench_train(args: argparse.Namespace) -> int:
         ("block / dense matmul", f"{flops / rest_s / dense:.2f}"),
         ("peak resident memory", f"{_peak_gib():.2f} GiB"),
     ]
-    _print(f"bench train: {config.name} / {config.model.name}", lines)
+    values = {"seconds per step": step_s, "propagation seconds": prop_s, "rest seconds": rest_s,
+              "deal groups per second": b / per_group / step_s, "block GFLOP/s": flops / rest_s / 1e9,
+              "dense matmul GFLOP/s": dense / 1e9, "block / dense matmul": flops / rest_s / dense,
+              "peak RSS in-process (GiB)": _peak_gib()}
+    _print(f"bench train: {config.name} / {config.model.name}", lines, args, values)
     return 0
 
 
@@ -198,11 +202,17 @@ def bench_eval(args: argparse.Namespace) -> int:
          f"{full / per_second + propagate_s:,.0f} s ({len(lists):,} groups, lists of {config.eval.ks})"),
         ("peak resident memory", f"{_peak_gib():.2f} GiB"),
     ]
-    _print(f"bench eval: {config.name} / {config.model.name}", lines)
+    values = {"propagation seconds": propagate_s, "candidates scored per second": per_second,
+              "projected full test evaluation (s)": full / per_second + propagate_s,
+              "peak RSS in-process (GiB)": _peak_gib()}
+    _print(f"bench eval: {config.name} / {config.model.name}", lines, args, values)
     return 0
 
 
-def _print(title: str, lines: list[tuple[str, str]]) -> None:
+def _print(title: str, lines: list[tuple[str, str]], args: argparse.Namespace, values: dict[str, float]) -> None:
+    from tfgb.bench_allocators import write_report
+
+    write_report(getattr(args, "report_json", None), title, values)
     print(title)
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
