@@ -64,7 +64,8 @@ def test_model_trains_one_epoch_through_the_cli(name: str, trained) -> None:
     for split in ("valid", "test"):
         for task in ("a", "b"):
             values = metrics[split][task]
-            assert set(values) >= {"mrr@10", "ndcg@10", "mrr@100", "ndcg@100"}
+            assert set(values) == {"mrr@10", "ndcg@10", "hr@1/10", "hr@5/10",
+                                   "mrr@100", "ndcg@100", "hr@10/100", "hr@50/100"}
             assert all(math.isfinite(v) for v in values.values()), values
             assert 0.0 < values["mrr@10"] <= 1.0
     history = (tmp / name / "history.csv").read_text().splitlines()
@@ -80,11 +81,12 @@ def test_compare_writes_table_csv_png_and_resumes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (out / "comparison.md").read_text()
     assert "| popularity |" in table and "| mf-bpr |" in table and "±" in table and "1 epochs" in table
-    assert "A MRR@10" in table and "B NDCG@100" in table and "min/epoch" in table
+    assert "A MRR@10" in table and "B NDCG@100" in table and "B HR@50/100" in table and "min/epoch" in table
     with open(out / "comparison.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert [row["model"] for row in rows] == ["popularity", "mf-bpr"]
-    assert {"a_mrr@10_mean", "a_mrr@10_std", "b_ndcg@100_mean", "parameters", "minutes_per_epoch"} <= set(rows[0])
+    assert {"a_mrr@10_mean", "a_mrr@10_std", "b_ndcg@100_mean", "a_hr@1/10_mean", "b_hr@10/100_std",
+            "parameters", "minutes_per_epoch"} <= set(rows[0])
     assert (out / "mrr10.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # --set-for changed mf-bpr's runs only, and the budget sentence says so.
     assert [float(row["epochs"]) for row in rows] == [1.0, 2.0]
@@ -118,12 +120,18 @@ def test_compare_rejects_bad_arguments_in_one_sentence(extra: list[str], words: 
 
 
 def test_summary_is_mean_and_sample_std_over_seeds() -> None:
-    def metrics(a: float, b: float, minutes: float) -> dict:
-        task = lambda x: {"mrr@10": x, "ndcg@10": x, "mrr@100": x / 2, "ndcg@100": x / 2}
+    def metrics(a: float, b: float, minutes: float, **extra: float) -> dict:
+        task = lambda x: {"mrr@100": x / 2, "hr@1/10": x / 4, "ndcg@100": x / 2, "mrr@10": x, "ndcg@10": x, **extra}
         return {"test": {"a": task(a), "b": task(b)}, "parameters": 10, "minutes_per_epoch": minutes, "epochs": 2}
 
-    rows = compare.summarize({"m": [metrics(0.5, 0.2, 1.0), metrics(0.7, 0.2, 3.0)]})
+    # The second run also has an HR the first lacks and an old self-length "hr@10": neither is tabulated.
+    rows = compare.summarize({"m": [metrics(0.5, 0.2, 1.0), metrics(0.7, 0.2, 3.0, **{"hr@5/10": 1.0, "hr@10": 1.0})]})
     (row,) = rows
     assert row["a_mrr@10_mean"] == pytest.approx(0.6) and row["a_mrr@10_std"] == pytest.approx(math.sqrt(0.02))
     assert row["b_mrr@10_std"] == 0.0 and row["minutes_per_epoch"] == 2.0 and row["seeds"] == 2
-    assert "| m | 0.6000 ± 0.1414 |" in compare.markdown(rows, "budget")
+    assert row["a_hr@1/10_mean"] == pytest.approx(0.15)
+    assert compare.table_metrics(rows) == ["mrr@10", "ndcg@10", "hr@1/10", "mrr@100", "ndcg@100"]
+    table = compare.markdown(rows, "budget")
+    assert "| m | 0.6000 ± 0.1414 |" in table
+    assert "| model | A MRR@10 | A NDCG@10 | A HR@1/10 | A MRR@100 | A NDCG@100 | B MRR@10 |" in table
+    assert "HR@10 " not in table and "HR@5/10" not in table

@@ -44,7 +44,8 @@ def test_default_recipe_learns_both_tasks(default_run: Path):
     assert test["a"]["mrr@10"] > 0.6, test
     assert test["b"]["mrr@10"] > 0.6, test
     for task in ("a", "b"):
-        assert set(test[task]) >= {"mrr@10", "ndcg@10", "hr@10", "mrr@100", "ndcg@100", "hr@100"}
+        assert set(test[task]) == {"mrr@10", "ndcg@10", "hr@1/10", "hr@5/10", "mrr@100", "ndcg@100", "hr@10/100",
+                                   "hr@50/100"}
 
 
 def test_run_dir_holds_recipe_vocab_history(default_run: Path):

@@ -12,7 +12,12 @@ Layout of ``OUT``::
     OUT/runs/<model>-seed<k>/   one ``python -m tfgb.train`` model dir per run
     OUT/comparison.md           test metrics, mean ± std over seeds, parameters, minutes/epoch
     OUT/comparison.csv          the same numbers, one row per model
-    OUT/mrr10.png               test MRR@10 per task and model, error bars = std over seeds
+    OUT/mrr10.png               test MRR@10 and the first HR of the 1:9 list (hr@1/10 by default) per
+                                task and model, error bars = std over seeds
+
+The metric columns are every key of :mod:`tfgb.metrics` that all runs report (``mrr@k``, ``ndcg@k``
+and ``hr@c/k``, grouped by list length k), so they follow the recipe's ``eval.ks`` and
+``eval.hr_cutoffs``.
 
 A killed comparison started again with the same arguments resumes: runs whose ``metrics.json``
 exists are read, not retrained, and an unfinished run resumes from its last checkpoint.
@@ -30,11 +35,11 @@ from pathlib import Path
 
 from tfgb.config import Config
 from tfgb.errors import ConfigError, cli_boundary, setup_logging
+from tfgb.metrics import key_order, parse_key
 from tfgb.rundir import RunDir, atomic_write
 
 log = logging.getLogger("tfgb.compare")
 
-METRICS = ("mrr@10", "ndcg@10", "mrr@100", "ndcg@100")
 TASKS = (("a", "task A (items)"), ("b", "task B (participants)"))
 
 
@@ -82,13 +87,31 @@ def run_all(pipeline: str | None, data_dir: str | None, names: list[str], seeds:
     return results
 
 
+def common_metrics(results: dict[str, list[dict]]) -> list[str]:
+    """The metric keys (:mod:`tfgb.metrics`) in the test metrics of both tasks of every run, in
+    :func:`tfgb.metrics.key_order` (mrr@10, ndcg@10, hr@1/10, hr@5/10, mrr@100, ...)."""
+    keys: set[str] | None = None
+    for runs in results.values():
+        for r in runs:
+            for task, _ in TASKS:
+                found = {key for key in r["test"][task] if parse_key(key) is not None}
+                keys = found if keys is None else keys & found
+    return sorted(keys or (), key=key_order)
+
+
+def table_metrics(rows: list[dict]) -> list[str]:
+    """The metric keys summarized in ``rows`` (columns ``a_<key>_mean``), in their column order."""
+    return [col[2:-5] for col in rows[0] if col.startswith("a_") and col.endswith("_mean")] if rows else []
+
+
 def summarize(results: dict[str, list[dict]]) -> list[dict]:
     """One row per model: mean and std of every test metric, parameters, minutes per epoch."""
+    metrics = common_metrics(results)
     rows = []
     for name, runs in results.items():
         row: dict = {"model": name, "seeds": len(runs)}
         for task, _ in TASKS:
-            for metric in METRICS:
+            for metric in metrics:
                 mean, std = mean_std([float(r["test"][task][metric]) for r in runs])
                 row[f"{task}_{metric}_mean"], row[f"{task}_{metric}_std"] = mean, std
         row["parameters"] = int(runs[0].get("parameters", 0))
@@ -102,18 +125,21 @@ def summarize(results: dict[str, list[dict]]) -> list[dict]:
 
 def markdown(rows: list[dict], budget: str) -> str:
     """The comparison table (test split) as Markdown."""
-    head = ["model"] + [f"{task.upper()} {metric.upper()}" for task, _ in TASKS for metric in METRICS]
+    metrics = table_metrics(rows)
+    head = ["model"] + [f"{task.upper()} {metric.upper()}" for task, _ in TASKS for metric in metrics]
     head += ["parameters", "epochs", "min/epoch", "train min"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["model"]]
         cells += [f"{row[f'{task}_{metric}_mean']:.4f} ± {row[f'{task}_{metric}_std']:.4f}"
-                  for task, _ in TASKS for metric in METRICS]
+                  for task, _ in TASKS for metric in metrics]
         cells += [f"{row['parameters']:,}", f"{row['epochs']:g}", f"{row['minutes_per_epoch']:.3f}",
                   f"{row['train_minutes']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     note = ("Test split; task A ranks items for the initiator, task B participants for (initiator, item). "
-            "@10 = 1 positive + 9 negatives, @100 = 1 + 99 (pessimistic ties). Mean ± sample std over seeds.")
+            "MRR@k and NDCG@k over the whole list of k candidates (@10 = 1 positive + 9 negatives, "
+            "@100 = 1 + 99); HR@c/k = share of lists whose positive is in the top c of its k candidates "
+            "(random ranking: c/k). Pessimistic ties. Mean ± sample std over seeds.")
     return "\n".join(["# Model comparison", "", budget, "", note, "", *lines, ""])
 
 
@@ -125,8 +151,19 @@ def write_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _panels(rows: list[dict]) -> list[tuple[str, str, float]]:
+    """(metric, y label, value of a random ranking) of each plot panel: MRR@10 and the smallest HR of 1:9."""
+    metrics = table_metrics(rows)
+    panels = [("mrr@10", "test MRR@10 (1:9)", sum(1.0 / rank for rank in range(1, 11)) / 10)]
+    cutoffs = [cutoff for name, cutoff, length in map(parse_key, metrics) if name == "hr" and length == 10]
+    if cutoffs:
+        c = min(cutoffs)
+        panels.append((f"hr@{c}/10", f"test HR@{c}/10 (top {c} of 1:9)", c / 10))
+    return [panel for panel in panels if panel[0] in metrics]
+
+
 def plot(rows: list[dict], path: Path) -> None:
-    """Bar chart of test MRR@10 per task and model with std error bars."""
+    """Bar charts of test MRR@10 and the first HR cut-off of 1:9 per task and model, std error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,18 +171,20 @@ def plot(rows: list[dict], path: Path) -> None:
 
     names = [row["model"] for row in rows]
     width = 0.38
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.0))
-    for offset, (task, label) in zip((-width / 2, width / 2), TASKS):
-        ax.bar([x + offset for x in range(len(rows))], [row[f"{task}_mrr@10_mean"] for row in rows], width,
-               yerr=[row[f"{task}_mrr@10_std"] for row in rows], capsize=3, label=label)
-    random = sum(1.0 / rank for rank in range(1, 11)) / 10  # 1 positive among 10 at a random position
-    ax.axhline(random, color="gray", linestyle="--", linewidth=1, label=f"random ranking ({random:.3f})")
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(names, rotation=30, ha="right")
-    ax.set_ylabel("test MRR@10 (1:9)")
-    ax.set_ylim(0, 1)
-    ax.legend(loc="upper center", ncol=3, fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    panels = _panels(rows)
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(n * max(6.0, 1.1 * len(rows) + 2), 4.0), squeeze=False)
+    for ax, (metric, ylabel, random) in zip(axes[0], panels):
+        for offset, (task, label) in zip((-width / 2, width / 2), TASKS):
+            ax.bar([x + offset for x in range(len(rows))], [row[f"{task}_{metric}_mean"] for row in rows], width,
+                   yerr=[row[f"{task}_{metric}_std"] for row in rows], capsize=3, label=label)
+        ax.axhline(random, color="gray", linestyle="--", linewidth=1, label=f"random ranking ({random:.3f})")
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels(names, rotation=30, ha="right")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, 1)
+        ax.legend(loc="upper center", ncol=3, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=120)

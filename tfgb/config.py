@@ -106,9 +106,17 @@ class EvalConfig:
     """Evaluation on the saved candidate lists."""
 
     ks: list[int] = dataclasses.field(default_factory=lambda: [10, 100])
+    # Hit-rate cut-offs per list length: each entry is a list length k followed by its cut-offs c
+    # (1 <= c < k), reported as "hr@c/k" (tfgb.metrics). An entry for a length not in `ks` is unused;
+    # a length in `ks` without an entry reports MRR and NDCG only.
+    hr_cutoffs: list[list[int]] = dataclasses.field(default_factory=lambda: [[10, 1, 5], [100, 10, 50]])
     batch_size: int = 256
     max_groups: int = 0  # test lists evaluated at the end; 0 = all
     valid_max_groups: int = 0  # valid lists evaluated at the end; 0 = all
+
+    def cutoffs(self) -> dict[int, list[int]]:
+        """``hr_cutoffs`` as ``{list length: [cut-off, ...]}``."""
+        return {entry[0]: list(entry[1:]) for entry in self.hr_cutoffs}
 
 
 @dataclasses.dataclass
@@ -282,6 +290,17 @@ def validate(config: Config) -> None:
     for key in ("dropout", "embedding_dropout"):
         if not 0 <= getattr(config.model, key) < 1:
             raise ConfigError(f"config key 'model.{key}' must be in [0, 1)")
+    lengths = set()
+    for n, entry in enumerate(config.eval.hr_cutoffs):
+        key = f"config key 'eval.hr_cutoffs[{n}]'"
+        if not entry or entry[0] < 2 or entry[0] in lengths:
+            raise ConfigError(f"{key} must start with a list length of at least 2, once per length, got {entry}")
+        lengths.add(entry[0])
+        length, cutoffs = entry[0], entry[1:]
+        bad = [c for c in cutoffs if not 1 <= c < length]
+        if bad or len(set(cutoffs)) != len(cutoffs):
+            raise ConfigError(f"{key} = {entry}: the HR cut-offs of lists of length {length} must be distinct and "
+                              f"in [1, {length - 1}] (a hit in the top {length} of {length} candidates cannot fail)")
 
 
 def load(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

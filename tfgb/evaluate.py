@@ -1,8 +1,9 @@
 """``python -m tfgb.evaluate --model-dir M [--split valid|test] [--max-groups N]``.
 
 Restores the best checkpoint of a trained run and evaluates it on the saved candidate lists of a
-split (both tasks, every cut-off of the recipe). Prints the metrics and merges them into the run's
-``metrics.json`` under ``evaluate/<split>``.
+split (both tasks, every list length of ``eval.ks`` with the HR cut-offs of ``eval.hr_cutoffs``; key
+names in :mod:`tfgb.metrics`). Prints the metrics and merges them into the run's ``metrics.json``
+under ``evaluate/<split>``.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 
 from tfgb.errors import ConfigError, cli_boundary, setup_logging
 from tfgb.evaluation import evaluate
+from tfgb.metrics import key_order
 from tfgb.rundir import RunDir
 
 
@@ -30,7 +32,8 @@ def evaluate_run(model_dir: str, split: str = "test", max_groups: int | None = N
     lists = session.data.valid_candidates if split == "valid" else session.data.test_candidates
     groups = config.eval.max_groups if max_groups is None else max_groups
     result = evaluate(session.model, lists, ks=config.eval.ks, batch_size=config.eval.batch_size,
-                      max_groups=groups, seed=config.train.seed, progress=progress, desc=split)
+                      max_groups=groups, seed=config.train.seed, progress=progress, desc=split,
+                      hr_cutoffs=config.eval.cutoffs())
     metrics = run.read_metrics()
     metrics.setdefault("evaluate", {})[split] = result
     run.write_metrics(metrics)
@@ -48,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_logging()
     result = evaluate_run(args.model_dir, args.split, args.max_groups, args.data_dir, progress=not args.quiet)
-    print(json.dumps(result, indent=2, sort_keys=True))
+    # Per task in the order mrr@10, ndcg@10, hr@1/10, hr@5/10, mrr@100, ... (not alphabetical).
+    ordered = {name: {key: value[key] for key in sorted(value, key=key_order)} if isinstance(value, dict) else value
+               for name, value in result.items()}
+    print(json.dumps(ordered, indent=2))
     return 0
 
 

@@ -2,17 +2,19 @@
 
 Embeddings are propagated once per evaluation, in inference mode; every list is scored in
 batches and each candidate independently; metrics use pessimistic ties (:mod:`tfgb.metrics`).
-A list of length k yields MRR@k, NDCG@k and HR@k: k = 10 is the "1:9" protocol, k = 100 "1:99".
+A list of length k (k = 10 is the "1:9" protocol, k = 100 "1:99") yields ``mrr@k`` and ``ndcg@k``
+over the whole list and ``hr@c/k`` for the recipe's cut-offs c < k (``eval.hr_cutoffs``).
 """
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from tfgb.config import EvalConfig
 from tfgb.data.candidates import Candidates
 from tfgb.metrics import ranking_metrics
 
@@ -65,19 +67,29 @@ class Scorer:
 
 
 def evaluate(model, candidates: Candidates, ks: Iterable[int] = (10, 100), batch_size: int = 256,
-             max_groups: int = 0, seed: int = 0, progress: bool = False, desc: str = "eval") -> dict:
-    """Metrics of both tasks: ``{"a": {"mrr@10": ...}, "b": {...}, "groups": N}``."""
+             max_groups: int = 0, seed: int = 0, progress: bool = False, desc: str = "eval",
+             hr_cutoffs: Mapping[int, Sequence[int]] | None = None) -> dict:
+    """Metrics of both tasks: ``{"a": {"mrr@10": ..., "hr@1/10": ...}, "b": {...}, "groups": N}``.
+
+    Args:
+      ks: list lengths; those above the saved lists' M + 1 are skipped.
+      hr_cutoffs: ``{list length: HR cut-offs}`` (:meth:`tfgb.config.EvalConfig.cutoffs`); None = the
+        recipe defaults. A length without an entry reports MRR and NDCG only.
+    """
+    cutoffs = EvalConfig().cutoffs() if hr_cutoffs is None else dict(hr_cutoffs)
     lists = candidates.take(subsample(candidates, max_groups, seed))
     scorer = Scorer(model, batch_size)
-    ks = [k for k in ks if k <= lists.negatives + 1]
+    ks = [int(k) for k in ks if k <= lists.negatives + 1]
     result: dict = {"a": {}, "b": {}, "groups": len(lists)}
     bar = tqdm(total=2 * len(ks), desc=desc, disable=not progress, leave=False)
     for k in ks:
         cand, label = lists.task_a(k)
-        result["a"].update(ranking_metrics(scorer.items(lists.initiator, cand), label, [k]))
+        scores = scorer.items(lists.initiator, cand).reshape(cand.shape)  # [0, 0] for no lists -> [0, k]
+        result["a"].update(ranking_metrics(scores, label, cutoffs.get(k, ())))
         bar.update()
         cand, label = lists.task_b(k)
-        result["b"].update(ranking_metrics(scorer.participants(lists.initiator, lists.item, cand), label, [k]))
+        scores = scorer.participants(lists.initiator, lists.item, cand).reshape(cand.shape)
+        result["b"].update(ranking_metrics(scores, label, cutoffs.get(k, ())))
         bar.update()
     bar.close()
     return result

@@ -248,13 +248,22 @@ def train(config: cfg.Config, data_dir: str | None, model_dir: str | Path, progr
 
 
 def format_metrics(metrics: dict) -> str:
+    """One line per split and task, metrics grouped by list length: ``mrr@10 ndcg@10 hr@1/10 hr@5/10 | mrr@100 ...``."""
+    from tfgb.metrics import key_order, parse_key
+
     lines = []
     for split in ("valid", "test"):
         if split not in metrics:
             continue
         for task, label in (("a", "task A (items)"), ("b", "task B (participants)")):
-            values = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics[split][task].items()))
-            lines.append(f"{split:5s} {label:22s} {values}")
+            values, length = [], None
+            for key in sorted(metrics[split][task], key=key_order):
+                parsed = parse_key(key)
+                if length is not None and parsed is not None and parsed[2] != length:
+                    values.append("|")
+                length = parsed[2] if parsed is not None else length
+                values.append(f"{key} {metrics[split][task][key]:.4f}")
+            lines.append(f"{split:5s} {label:22s} {'  '.join(values)}")
     return "\n".join(lines)
 
 
