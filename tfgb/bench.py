@@ -133,6 +133,8 @@ def _with_allocators(add_arguments: Callable[[argparse.ArgumentParser], None]) -
         parser.add_argument("--allocators", metavar="A,B,...",
                             help="run the same measurement once per memory allocator (bfc, system, jemalloc), "
                                  "each in its own process, and print them side by side with the ratios")
+        parser.add_argument("--rounds", type=int, default=1,
+                            help="with --allocators: run them round-robin this many times and print medians")
         parser.add_argument("--report-json", help=argparse.SUPPRESS)  # set by --allocators for its children
 
     return add
@@ -181,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "allocators", None):
         from tfgb import bench_allocators
 
-        return bench_allocators.run(argv, bench_allocators.parse(args.allocators))
+        return bench_allocators.run(argv, bench_allocators.parse(args.allocators), args.rounds)
     return COMMANDS[args.command][1](args)
 
 

@@ -5,13 +5,16 @@ the user's own allocator variables removed so the choice is the one named), one 
 in one invocation. The parent never imports TensorFlow. Each child writes its measured figures
 to a JSON file; the parent reads them with the child's resource usage (``wait4``: user and system
 CPU seconds, minor page faults, peak resident memory) and prints them side by side, with the
-ratio of every allocator's figure to the first one's.
+ratio of every allocator's figure to the first one's. With ``--rounds N`` the allocators run round-robin
+N times (bfc, system, bfc, system, ...) and each figure is the median of its N runs, so that a drift
+of the machine's speed during the invocation does not favour whichever allocator ran first.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,19 +87,31 @@ def _run_child(argv: list[str], name: str, report: Path) -> dict:
     return child
 
 
-def run(argv: Sequence[str], names: list[str]) -> int:
-    """Run the bench of ``argv`` (without ``--allocators``) once per allocator and print the table."""
-    argv = strip_option(strip_option(argv, "--allocators"), "--report-json")
-    results = {}
+def run(argv: Sequence[str], names: list[str], rounds: int = 1) -> int:
+    """Run the bench of ``argv`` (without ``--allocators``) per allocator, ``rounds`` times round-robin,
+    and print the table of medians."""
+    if rounds < 1:
+        raise ConfigError("--rounds must be at least 1")
+    argv = strip_option(strip_option(strip_option(argv, "--allocators"), "--report-json"), "--rounds")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="tfgb-bench-alloc-") as tmp:
-        for name in names:
-            results[name] = _run_child(argv, name, Path(tmp) / f"{name}.json")
+        for round_ in range(rounds):
+            for name in names:
+                runs[name].append(_run_child(argv, name, Path(tmp) / f"{name}-{round_}.json"))
     print()
-    print(format_table(results))
+    print(format_table({name: median_of(results) for name, results in runs.items()}, rounds))
     return 0
 
 
-def format_table(results: dict[str, dict]) -> str:
+def median_of(results: list[dict]) -> dict:
+    """One result whose every figure is the median over ``results`` (same title and keys)."""
+    out = {"title": results[0]["title"]}
+    for section in ("values", "process"):
+        out[section] = {key: statistics.median(r[section][key] for r in results) for key in results[0][section]}
+    return out
+
+
+def format_table(results: dict[str, dict], rounds: int = 1) -> str:
     """Figures of every allocator side by side, then each one's ratio to the first allocator's."""
     names = list(results)
     first = names[0]
@@ -106,7 +121,8 @@ def format_table(results: dict[str, dict]) -> str:
         for key in results[first][section]:
             rows.append((key, [results[n][section].get(key, float("nan")) for n in names]))
     width = max(len(key) for key, _ in rows)
-    head = f"{title}: allocators side by side (ratios: each / {first})"
+    medians = f", medians of {rounds} rounds" if rounds > 1 else ""
+    head = f"{title}: allocators side by side (ratios: each / {first}{medians})"
     cols = [f"{n:>12s}" for n in names] + [f"{n + '/' + first:>14s}" for n in names[1:]]
     lines = [head, f"  {'':<{width}}  " + " ".join(cols)]
     for key, vals in rows:
