@@ -15,7 +15,7 @@ if _os.environ.get("TFGB_DETERMINISTIC") == "1":
     _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 # A pooling memory allocator (TFGB_ALLOCATOR, see tfgb/allocator.py), chosen before TensorFlow loads; a
-# tfgb command may re-execute itself here with jemalloc preloaded.
+# tfgb command asked for jemalloc re-executes itself here with it preloaded.
 from tfgb import allocator as _allocator
 
 _allocator.configure()
