@@ -10,7 +10,8 @@ popularity counts distinct partners, not repeated groups):
   of distinct items p joined as a participant in training (p's degree in GPI) and
   c(u, p) = 1 when u and p were in a training group together as initiator and participant
   (an edge of GUP, either direction), else 0. Co-members of the initiator rank first, each
-  block by participant popularity. The item is ignored.
+  block by participant popularity. The item is ignored. In an export, an unknown initiator or
+  candidate (the out-of-vocabulary row, index U) is nobody's co-member: c = 0.
 
 On Beibei (pipelines/beibei_mgbr.toml's data and protocol; test split, 1:9) this gives MRR@10
 0.613 for task A and 0.330 for task B, the reference values of DESIGN.md (0.61; 0.30-0.34).
@@ -39,6 +40,17 @@ def _degree(adjacency: tf.sparse.SparseTensor, keep: tf.Tensor) -> tf.Tensor:
     return tf.math.bincount(rows, minlength=nodes, maxlength=nodes, dtype=tf.float32)
 
 
+def pair_keys(initiator: tf.Tensor, participant: tf.Tensor, num_users: int) -> tf.Tensor:
+    """The int64 key ``u * (U + 1) + p`` of (initiator, participant) index pairs, u and p in [0, U].
+
+    The radix is U + 1, not U, so that index U, the out-of-vocabulary row of an export, gets keys
+    of its own: a pair with u = U or p = U equals no key of two in-vocabulary users (with radix U,
+    (u, U) would be the key of (u + 1, 0)). Keys of in-vocabulary pairs keep their row-major order.
+    """
+    radix = tf.cast(num_users, tf.int64) + 1
+    return tf.cast(initiator, tf.int64) * radix + tf.cast(participant, tf.int64)
+
+
 def popularity_statistics(graphs: Mapping[str, tf.sparse.SparseTensor], num_users: int) -> dict[str, tf.Tensor]:
     """The popularity ranker's fixed tables.
 
@@ -48,14 +60,14 @@ def popularity_statistics(graphs: Mapping[str, tf.sparse.SparseTensor], num_user
 
     Returns:
       ``{"items": log(1 + n_i) [I, 1], "users_p": log(1 + m_p) [U, 1], "users_i": zeros [U, 1],
-      "social": sorted int64 keys u * U + p of the GUP edges without self-loops [E]}``.
+      "social": sorted int64 keys`` :func:`pair_keys` ``(u, p) of the GUP edges without self-loops [E]}``.
     """
     hetero, pi, up = graphs["hetero"], graphs["pi"], graphs["up"]
     user_item = tf.not_equal(hetero.indices[:, 0] < num_users, hetero.indices[:, 1] < num_users)
     item_users = _degree(hetero, user_item)[num_users:]
     joined = _degree(pi, tf.not_equal(pi.indices[:, 0], pi.indices[:, 1]))[:num_users]
     social = tf.boolean_mask(up.indices, tf.not_equal(up.indices[:, 0], up.indices[:, 1]))
-    keys = social[:, 0] * tf.cast(num_users, tf.int64) + social[:, 1]  # row-major order: already sorted
+    keys = pair_keys(social[:, 0], social[:, 1], num_users)  # row-major order: already sorted
     return {"items": tf.math.log1p(item_users)[:, None], "users_p": tf.math.log1p(joined)[:, None],
             "users_i": tf.zeros([num_users, 1]), "social": keys}
 
@@ -88,7 +100,9 @@ class Popularity(GroupBuyingModel):
     def score_participants(self, emb, initiator, item, candidates, training=False):
         """s(p|u,i) = c(u, p) * (1 + max log(1 + m)) + log(1 + m_p): [B], [B], [B, C] -> [B, C]."""
         del item
-        query = tf.cast(initiator, tf.int64)[:, None] * self.num_users + tf.cast(candidates, tf.int64)  # [B, C]
+        # c(u, p): the pair's key among the GUP edges' keys. An out-of-vocabulary initiator or candidate
+        # (index U) has a key no edge has (pair_keys), so it is never a co-member.
+        query = pair_keys(initiator[:, None], candidates, self.num_users)  # [B, C]
         flat = tf.reshape(query, [-1])
         keys = tf.concat([emb["social"], tf.constant([-1], tf.int64)], 0)  # sentinel: never a query
         position = tf.searchsorted(emb["social"], flat)  # in [0, E], a valid index of keys
