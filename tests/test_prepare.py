@@ -1,5 +1,9 @@
 """Tests for tfgb.data.prepare: the cached path from a recipe to split data and candidate lists."""
+import copy
+import dataclasses
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -7,7 +11,7 @@ import pytest
 from tfgb.config import Config
 from tfgb.data import prepare as prepare_module
 from tfgb.data.candidates import Candidates
-from tfgb.data.prepare import prepare, prepare_split_sizes
+from tfgb.data.prepare import cache_key, prepare, prepare_split_sizes
 from tfgb.data.synth import generate, write_beibei
 from tfgb.data.vocab import Vocabulary
 from tfgb.errors import ConfigError, DataError
@@ -168,3 +172,91 @@ def test_a_concurrent_writer_keeps_the_first_complete_cache(tmp_path):
     prepare_module._write(first, str(tmp_path), first.cache_path, key, config)  # the slower run finishes
     assert os.stat(manifest).st_mtime_ns == before and os.listdir(tmp_path) == [os.path.basename(first.cache_path)]
     assert prepare(config).from_cache
+
+
+# The cache key: the input data, the data settings that shape the prepared arrays, FORMAT_VERSION.
+# Every field of the data section shapes the data except these (per source).
+NOT_SHAPING = {"files": {"cache_dir", "synth"},
+               "synthetic": {"cache_dir", "files", "failed_launches", "format", "initiator_column", "item_column",
+                             "participants_column", "participant_separator"}}
+SHAPING = {
+    "files": [("source", "synthetic"), ("files", ["groups.txt", "failed.txt"]), ("failed_launches", ""),
+              ("format", "beibei"), ("initiator_column", "u"), ("item_column", "i"), ("participants_column", "p"),
+              ("participant_separator", ","), ("split", [0.7, 0.2, 0.1]), ("seed", 1), ("negatives", 10)],
+    "synthetic": [("source", "files"), ("synth.users", 201), ("synth.items", 51), ("synth.groups", 801),
+                  ("synth.seed", 8), ("split", [0.8, 0.15, 0.05]), ("seed", 1), ("negatives", 10)],
+}
+
+
+def with_setting(config, key, value):
+    config = dataclasses.replace(config, data=dataclasses.replace(
+        config.data, synth=dataclasses.replace(config.data.synth)))
+    section, _, field = key.rpartition(".")
+    setattr(config.data.synth if section else config.data, field, value)
+    return config
+
+
+@pytest.mark.parametrize("source", ["files", "synthetic"])
+def test_every_data_shaping_setting_changes_the_key(tmp_path, source):
+    data_dir = str(tmp_path / "data")
+    config = files_config(tmp_path / "cache", data_dir)
+    if source == "synthetic":
+        config.data.source = "synthetic"
+    tested = {key.split(".")[0] for key, _ in SHAPING[source]}
+    assert tested | NOT_SHAPING[source] == {f.name for f in dataclasses.fields(config.data)}  # none forgotten
+    key = cache_key(config, data_dir)
+    assert cache_key(copy.deepcopy(config), data_dir) == key  # same inputs, same key
+    keys = {key} | {cache_key(with_setting(config, name, value), data_dir) for name, value in SHAPING[source]}
+    assert len(keys) == 1 + len(SHAPING[source])
+    unused = {"synth": ("synth.users", 999), "files": ("files", ["failed.txt"])}
+    for field in NOT_SHAPING[source]:
+        assert cache_key(with_setting(config, *unused.get(field, (field, "x"))), data_dir) == key, field
+    # Integer split ratios are the same setting as their float values.
+    assert (cache_key(with_setting(config, "split", [8, 1, 1]), data_dir)
+            == cache_key(with_setting(config, "split", [8.0, 1.0, 1.0]), data_dir))
+
+
+def test_settings_outside_the_data_section_keep_the_key(tmp_path):
+    config = synthetic_config(tmp_path)
+    key = cache_key(config, None)
+    other = synthetic_config(tmp_path / "elsewhere")  # data.cache_dir does not shape the data either
+    other.name = "another recipe"
+    other.train.learning_rate, other.train.batch_size, other.train.seed = 0.5, 7, 99
+    other.model.name = "lightgcn"
+    assert cache_key(other, None) == key
+    # Nothing outside the data section is read at all.
+    assert cache_key(dataclasses.replace(config, model=None, train=None, eval=None, export=None), None) == key
+
+
+def test_file_identity_is_its_content(tmp_path):
+    data_dir = tmp_path / "data"
+    config = files_config(tmp_path / "cache", data_dir)
+    first = prepare(config, str(data_dir))
+    moved = tmp_path / "copy"
+    shutil.copytree(data_dir, moved)  # the same bytes in another directory: the same cache
+    again = prepare(config, str(moved))
+    assert again.from_cache and again.cache_path == first.cache_path
+    # One byte changed in place, same size, mtime put back: a new key all the same.
+    path = moved / "groups.txt"
+    stat = os.stat(path)
+    text = path.read_bytes()
+    position = text.index(b"\t")
+    path.write_bytes(text[:position - 1] + (b"9" if text[position - 1:position] != b"9" else b"8") + text[position:])
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(path).st_size == stat.st_size
+    assert cache_key(config, str(moved)) != cache_key(config, str(data_dir))
+    with open(os.path.join(first.cache_path, "manifest.json"), encoding="utf-8") as fh:
+        manifest = json.load(fh)
+    assert cache_key(config, inputs=manifest["key_inputs"]) == manifest["key"] == cache_key(config, str(data_dir))
+    assert [name for name, *_ in manifest["key_inputs"]["files"]] == ["groups.txt", "failed.txt"]
+
+
+def test_a_new_format_version_gives_a_new_key_and_ignores_old_caches(tmp_path, monkeypatch):
+    config = synthetic_config(tmp_path)
+    old = prepare(config)
+    key = cache_key(config, None)
+    monkeypatch.setattr(prepare_module, "FORMAT_VERSION", prepare_module.FORMAT_VERSION + 1)
+    assert cache_key(config, None) != key
+    new = prepare(config)
+    assert not new.from_cache and new.cache_path != old.cache_path
+    assert_same(old, new)

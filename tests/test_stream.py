@@ -1,4 +1,4 @@
-"""Tests for tfgb.data.stream: training batches with negatives, and candidate datasets."""
+"""Tests for tfgb.data.stream: training batches with negatives."""
 import numpy as np
 import pytest
 
@@ -7,17 +7,13 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 
-from tfgb.data.candidates import build_candidates
+from tfgb.data.groups import DealGroups
 from tfgb.data.negatives import interactions
 from tfgb.data.split import split_groups
-from tfgb.data.stream import (
-    TRAINING_KEYS,
-    TrainingStream,
-    candidate_dataset,
-    training_dataset,
-)
+from tfgb.data.stream import TRAINING_KEYS, TrainingStream
 from tfgb.data.synth import generate
 from tfgb.data.vocab import encode
+from tfgb.errors import ConfigError
 
 BATCH, AUX = 64, 5
 
@@ -25,7 +21,7 @@ BATCH, AUX = 64, 5
 @pytest.fixture(scope="module")
 def data():
     groups, users, items, failed_u, failed_i = encode(generate(users=150, items=40, groups=600, seed=8))
-    train_idx, valid_idx, _ = split_groups(groups, seed=2)
+    train_idx, _, _ = split_groups(groups, seed=2)
     train = groups.take(train_idx)
     seen = interactions(train, failed_users=failed_u, failed_items=failed_i)
     stream = TrainingStream(train, seen, len(users), len(items), BATCH, AUX, seed=3)
@@ -35,7 +31,7 @@ def data():
     truth |= set(zip(p.tolist(), i.tolist(), strict=True)) | set(zip(failed_u.tolist(), failed_i.tolist(), strict=True))
     members = [set(train.participants[train.offsets[g]:train.offsets[g + 1]].tolist()) | {int(train.initiator[g])}
                for g in range(len(train))]
-    return groups, train, groups.take(valid_idx), stream, truth, members
+    return train, stream, truth, members
 
 
 def epoch_arrays(stream, epoch, **kwargs):
@@ -44,7 +40,7 @@ def epoch_arrays(stream, epoch, **kwargs):
 
 
 def test_batches_have_the_documented_keys_shapes_and_dtypes(data):
-    _, train, _, stream, _, _ = data
+    train, stream, _, _ = data
     batches, _ = epoch_arrays(stream, 0)
     assert len(batches) == stream.num_batches == -(-stream.num_triples // BATCH)
     assert stream.num_triples == len(train.participants)
@@ -59,7 +55,7 @@ def test_batches_have_the_documented_keys_shapes_and_dtypes(data):
 
 
 def test_never_a_positive_over_several_epochs(data):
-    _, train, _, stream, truth, members = data
+    train, stream, truth, members = data
     for epoch in range(3):
         order = stream.order(epoch)
         for index in range(stream.num_batches):
@@ -77,7 +73,7 @@ def test_never_a_positive_over_several_epochs(data):
 
 
 def test_each_epoch_is_a_reshuffled_permutation_of_all_triples(data):
-    _, train, _, stream, _, _ = data
+    train, stream, _, _ = data
     u, i, p, _ = train.triples()
     expected = sorted(zip(u.tolist(), i.tolist(), p.tolist(), strict=True))
     orders = []
@@ -91,7 +87,7 @@ def test_each_epoch_is_a_reshuffled_permutation_of_all_triples(data):
 
 
 def test_deterministic_for_seed_and_epoch_and_resumable(data):
-    _, train, _, stream, _, _ = data
+    train, stream, _, _ = data
     again = TrainingStream(train, stream.interacted, stream.num_users, stream.num_items, BATCH, AUX, seed=3)
     other = TrainingStream(train, stream.interacted, stream.num_users, stream.num_items, BATCH, AUX, seed=4)
     batches, arrays = epoch_arrays(stream, 1)
@@ -109,24 +105,18 @@ def test_deterministic_for_seed_and_epoch_and_resumable(data):
     assert all(np.array_equal(direct[k], batches[2][k]) for k in TRAINING_KEYS)
 
 
-def test_training_dataset_function(data):
-    _, train, _, stream, _, _ = data
-    dataset = training_dataset(train, stream.interacted, stream.num_users, stream.num_items, BATCH, AUX, 3, epoch=1)
-    first = next(iter(dataset))
-    assert np.array_equal(first["aux_items"].numpy(), stream.batch(1, 0)["aux_items"])
-
-
-@pytest.mark.parametrize(("task", "k"), [("a", 10), ("b", 10), ("a", 21), ("b", 21)])
-def test_candidate_dataset(data, task, k):
-    groups, _, valid, stream, _, _ = data
-    lists = build_candidates(valid, interactions(groups), stream.num_users, stream.num_items, negatives=20, seed=1)
-    batches = list(candidate_dataset(lists, task, k, batch_size=16).as_numpy_iterator())
-    assert set(batches[0]) == {"initiator", "item", "candidates", "label"}
-    merged = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
-    assert all(v.dtype == np.int32 for v in merged.values())
-    assert merged["candidates"].shape == (len(valid), k) and batches[0]["candidates"].shape == (16, k)
-    positive = lists.item if task == "a" else lists.participant
-    assert np.array_equal(merged["candidates"][np.arange(len(valid)), merged["label"]], positive)
-    assert np.array_equal(merged["item"], valid.item) and np.array_equal(merged["initiator"], valid.initiator)
-    with pytest.raises(ValueError):
-        candidate_dataset(lists, "c", k, 16)
+def test_data_without_any_negative_is_refused_when_the_stream_is_built():
+    # One group: initiator 0, item 0, participant 1; a failed launch (0, 1) covers item 1 as well.
+    groups = DealGroups(np.array([0]), np.array([0]), np.array([0, 1]), np.array([1]), num_users=3, num_items=2)
+    seen = interactions(groups, failed_users=np.array([0]), failed_items=np.array([1]))
+    with pytest.raises(ConfigError, match="every item"):
+        TrainingStream(groups, seen, 3, 2, BATCH, AUX, seed=0)
+    two_users = DealGroups(groups.initiator, groups.item, groups.offsets, groups.participants, num_users=2, num_items=3)
+    with pytest.raises(ConfigError, match="every user"):
+        TrainingStream(two_users, interactions(two_users), 2, 3, BATCH, AUX, seed=0)
+    with pytest.raises(ValueError, match="num_users, num_items"):
+        TrainingStream(groups, interactions(groups), 3, 5, BATCH, AUX, seed=0)
+    # With one free item and one free user, every draw is that one.
+    roomy = DealGroups(groups.initiator, groups.item, groups.offsets, groups.participants, num_users=3, num_items=2)
+    batch = TrainingStream(roomy, interactions(roomy), 3, 2, BATCH, AUX, seed=0).batch(0, 0)
+    assert batch["aux_items"].tolist() == [[1] * AUX] and batch["neg_participant"].tolist() == [2]

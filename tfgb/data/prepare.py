@@ -8,12 +8,12 @@ Steps: read the raw deal groups (the synthetic generator, or the recipe's files)
     valid_candidates.npz    saved candidate lists of the valid split
     test_candidates.npz     ... of the test split
     users.txt, items.txt    vocabularies (raw id per line, line n = index n)
-    manifest.json           key, inputs, sizes, timings; written last
+    manifest.json           key, what it hashes, sizes, timings; written last
 
-``key`` is a SHA-256 over the format version, the bytes of every input file (or the synthetic
-generator's settings), the reader settings, split ratios, seed and ``data.negatives``, and the
-source code of the modules that compute the cached arrays; changing any of them gives a new
-directory. A hit loads the arrays without parsing the inputs again. A cache is written into a
+``key`` is a SHA-256 over :func:`key_inputs`: the input files' names, sizes and content hashes
+(or the synthetic generator's settings), the ``data`` settings that shape the arrays (all but
+``cache_dir``) and :data:`FORMAT_VERSION`. Model, train and eval settings and code edits leave it
+unchanged. A hit loads the arrays without parsing the inputs again. A cache is written into a
 temporary directory inside ``cache_dir`` and renamed into place in one ``os.rename``, so a killed
 or concurrent run never leaves a partial directory under a key (stray ``.tmp-*`` directories
 are never read).
@@ -29,15 +29,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from tfgb.config import Config, TrainConfig
-from tfgb.data import candidates as candidates_lib
-from tfgb.data import groups as groups_lib
-from tfgb.data import negatives, readers, split, synth, vocab
+from tfgb.data import negatives, split, synth
 from tfgb.data.candidates import Candidates, build_candidates
 from tfgb.data.groups import DealGroups
 from tfgb.data.negatives import PairSet
@@ -52,11 +49,16 @@ if TYPE_CHECKING:  # these import TensorFlow; loaded only when graphs or a strea
 
 logger = logging.getLogger(__name__)
 
+# Bump FORMAT_VERSION in the commit that changes what prepare writes for the same inputs and settings:
+# the cache layout (files, array names, dtypes, manifest fields read back) or the result of any step (the
+# synthetic generator, reading, encoding, the split, candidate sampling, the order of random draws).
+# The key holds no source code, so a cache written by older code is trusted until this number changes.
 FORMAT_VERSION = 1
-_CHUNK = 1 << 20
 _TABLE_FIELDS = ("initiator", "item", "offsets", "participants")
-# The code whose output is cached: a change to any of these invalidates old caches.
-_CACHED_CODE = (groups_lib, readers, synth, vocab, split, negatives, candidates_lib)
+# data.* settings that cannot change the prepared arrays, per data.source; every other field of the
+# data section is keyed (so is a new field, by default: at worst a needless re-prepare).
+_NOT_SHAPING = {"files": ("cache_dir", "synth"), "synthetic": ("cache_dir", "files", "failed_launches", "format",
+                "initiator_column", "item_column", "participants_column", "participant_separator")}
 
 T = TypeVar("T")
 
@@ -184,53 +186,50 @@ def save_vocabularies(directory: str | os.PathLike, users: Vocabulary, items: Vo
     items.save(os.path.join(directory, "items.txt"))
 
 
-def _input_files(config: Config, data_dir: str | None) -> list[str]:
+def _input_files(config: Config, data_dir: str | None) -> list[tuple[str, str]]:
+    """(name in the recipe, path) of every input file of the ``files`` source."""
     data = config.data
     if data_dir is None:
         raise ConfigError("data.source = 'files' needs a data directory (--data-dir)")
     if not data.files:
         raise ConfigError("data.source = 'files' needs at least one file in data.files")
     names = [*data.files, *([data.failed_launches] if data.failed_launches else [])]
-    return [os.path.join(data_dir, name) for name in names]
+    return [(name, os.path.join(data_dir, name)) for name in names]
 
 
-def cache_key(config: Config, data_dir: str | None) -> str:
-    """The cache key (hex SHA-256) of the prepared data for ``config.data`` and the inputs.
+def key_inputs(config: Config, data_dir: str | None) -> dict[str, Any]:
+    """What :func:`cache_key` hashes: :data:`FORMAT_VERSION`, the ``data`` settings that shape the
+    arrays, and each input file's name, size and SHA-256 (identity by content, not by path or mtime:
+    the same bytes under another ``--data-dir`` hit the same cache, a changed byte misses it).
 
     Raises:
       ConfigError: ``files`` source without a data directory or files.
       DataError: an input file is missing or unreadable.
     """
     data = config.data
-    digest = hashlib.sha256()
+    settings = {k: v for k, v in dataclasses.asdict(data).items() if k not in _NOT_SHAPING.get(data.source, ())}
+    settings["split"] = [float(r) for r in data.split]  # [8, 1, 1] and [8.0, 1.0, 1.0] split alike
+    parts: dict[str, Any] = {"format": FORMAT_VERSION, "data": settings}
+    if data.source != "synthetic":
+        parts["files"] = [[name, *_file_digest(path)] for name, path in _input_files(config, data_dir)]
+    return parts
 
-    def add(label: str, value: Any) -> None:
-        digest.update(json.dumps([label, value], sort_keys=True).encode())
 
-    add("format", FORMAT_VERSION)
-    add("source", data.source)
-    if data.source == "synthetic":
-        add("synth", dataclasses.asdict(data.synth))
-    else:
-        add("reader", [data.format, data.initiator_column, data.item_column, data.participants_column,
-                       data.participant_separator, data.files, data.failed_launches])
-        for path in _input_files(config, data_dir):
-            add("file", os.path.basename(path))
-            try:
-                with open(path, "rb") as fh:
-                    while chunk := fh.read(_CHUNK):
-                        digest.update(chunk)
-            except FileNotFoundError:
-                raise DataError(path, "file not found") from None
-            except OSError as exc:
-                raise DataError(path, f"cannot read the file ({exc.strerror})") from None
-    add("split", [float(r) for r in data.split])
-    add("seed", data.seed)
-    add("negatives", data.negatives)
-    for module in _CACHED_CODE:
-        add("code", module.__name__)
-        digest.update(Path(module.__file__).read_bytes())
-    return digest.hexdigest()
+def _file_digest(path: str) -> tuple[int, str]:
+    """(size in bytes, hex SHA-256) of a file."""
+    try:
+        with open(path, "rb") as fh:
+            return os.fstat(fh.fileno()).st_size, hashlib.file_digest(fh, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot read the file ({exc.strerror})") from None
+
+
+def cache_key(config: Config, data_dir: str | None = None, inputs: dict[str, Any] | None = None) -> str:
+    """The cache key (hex SHA-256) of the prepared data: the hash of ``inputs`` (default: :func:`key_inputs`)."""
+    inputs = key_inputs(config, data_dir) if inputs is None else inputs
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def prepare(config: Config, data_dir: str | None = None) -> Prepared:
@@ -248,7 +247,8 @@ def prepare(config: Config, data_dir: str | None = None) -> Prepared:
       DataError: a bad input file.
     """
     start = time.perf_counter()
-    key = cache_key(config, data_dir)
+    inputs = key_inputs(config, data_dir)
+    key = cache_key(config, inputs=inputs)
     cache_dir = config.data.cache_dir
     final = os.path.join(cache_dir, key[:24])
     hashed = time.perf_counter() - start
@@ -267,7 +267,7 @@ def prepare(config: Config, data_dir: str | None = None) -> Prepared:
     prepared = _compute(config, data_dir)
     prepared.timings["hash"] = round(hashed, 4)
     tick = time.perf_counter()
-    _write(prepared, cache_dir, final, key, config, replace=damaged)
+    _write(prepared, cache_dir, final, key, config, replace=damaged, inputs=inputs)
     prepared.timings["write"] = round(time.perf_counter() - tick, 4)
     prepared.cache_path = final
     logger.info("prepare: %s in %.2f s (%s)", final, time.perf_counter() - start,
@@ -281,8 +281,7 @@ def _compute(config: Config, data_dir: str | None) -> Prepared:
     tick = time.perf_counter()
     if data.source == "synthetic":
         raw = synth.generate(**dataclasses.asdict(data.synth))
-    else:
-        _input_files(config, data_dir)  # the same ConfigErrors as cache_key
+    else:  # prepare computed the key first: the data directory and files exist
         raw = read_groups(data, data_dir)
     timings["read"] = time.perf_counter() - tick
 
@@ -316,14 +315,16 @@ def _valid_cache(path: str, key: str) -> bool:
             manifest = json.load(fh)
     except (OSError, ValueError):
         return False
-    return manifest.get("format_version") == FORMAT_VERSION and manifest.get("key") == key
+    return manifest.get("key") == key  # the key covers FORMAT_VERSION
 
 
-def _write(prepared: Prepared, cache_dir: str, final: str, key: str, config: Config, replace: bool = False) -> None:
+def _write(prepared: Prepared, cache_dir: str, final: str, key: str, config: Config, replace: bool = False,
+           inputs: dict[str, Any] | None = None) -> None:
     """Write the cache into a temporary directory, then rename it to ``final`` in one step.
 
     An existing ``final`` is kept when it is complete (a concurrent run wrote the same content
-    first), unless ``replace`` says it could not be loaded; an incomplete one is replaced.
+    first), unless ``replace`` says it could not be loaded; an incomplete one is replaced. The
+    manifest records ``inputs`` (:func:`key_inputs`, what ``key`` hashes).
     """
     os.makedirs(cache_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{key[:24]}-", dir=cache_dir)
@@ -341,6 +342,7 @@ def _write(prepared: Prepared, cache_dir: str, final: str, key: str, config: Con
         manifest = {
             "format_version": FORMAT_VERSION,
             "key": key,
+            "key_inputs": inputs,
             "data": dataclasses.asdict(config.data),
             "sizes": {"train": len(prepared.train), "valid": len(prepared.valid), "test": len(prepared.test),
                       "users": prepared.num_users, "items": prepared.num_items,

@@ -1,4 +1,4 @@
-"""tf.data pipelines: training triples with sampled negatives, and saved candidate lists.
+"""tf.data pipelines of training triples with sampled negatives.
 
 Training (:class:`TrainingStream`): one example per (initiator u, item i, participant p) triple,
 i.e. one per participant of every training group. Batch ``b`` of epoch ``e`` is a pure function
@@ -23,14 +23,15 @@ B is ``batch_size`` except in the last batch (``drop_remainder=False``); T is ``
 Negatives are drawn uniformly with replacement (the aux sets of a row may repeat an id, with
 probability about T^2 / (2 * num_items)); none is ever a positive.
 
-Evaluation (:func:`candidate_dataset`): the saved lists of :mod:`tfgb.data.candidates`.
+:class:`FoldedStream` interleaves the batches of k streams (``train.graph_folds``). Callers get a
+stream from :meth:`tfgb.data.prepare.Prepared.training_stream`. Evaluation reads the saved lists of
+:mod:`tfgb.data.candidates` as numpy arrays, not through tf.data.
 """
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from tfgb.data.candidates import Candidates
 from tfgb.data.groups import DealGroups
 from tfgb.data.negatives import PairSet, group_members, sample_absent
 from tfgb.errors import ConfigError
@@ -226,44 +227,3 @@ class FoldedStream:
         return (tf.data.Dataset.range(int(start_batch), self.num_batches)
                 .map(to_dict, num_parallel_calls=calls, deterministic=True)
                 .prefetch(tf.data.AUTOTUNE))
-
-
-def training_dataset(
-    train: DealGroups,
-    interacted_items_by_user: PairSet,
-    num_users: int,
-    num_items: int,
-    batch_size: int,
-    aux_size: int,
-    seed: int,
-    epoch: int,
-) -> tf.data.Dataset:
-    """One epoch of training batches: ``TrainingStream(...).dataset(epoch)``; see :class:`TrainingStream`."""
-    stream = TrainingStream(train, interacted_items_by_user, num_users, num_items, batch_size, aux_size, seed)
-    return stream.dataset(epoch)
-
-
-def candidate_dataset(candidates: Candidates, task: str, k: int, batch_size: int) -> tf.data.Dataset:
-    """Saved candidate lists as batches of ``int32`` dicts.
-
-    Args:
-      candidates: the lists of one split.
-      task: ``"a"`` (rank items for the initiator) or ``"b"`` (rank participants for (u, i)).
-      k: list length, e.g. 10 (1:9) or 100 (1:99); see :mod:`tfgb.data.candidates`.
-      batch_size: B.
-
-    Returns:
-      Dataset of ``{"initiator": [B], "item": [B] (true item), "candidates": [B, k],
-      "label": [B] (position of the positive in candidates)}``.
-    """
-    if task not in ("a", "b"):
-        raise ValueError(f"task must be 'a' or 'b', got {task!r}")
-    lists, label = candidates.task_a(k) if task == "a" else candidates.task_b(k)
-    columns = {
-        "initiator": candidates.initiator,
-        "item": candidates.item,
-        "candidates": lists,
-        "label": label,
-    }
-    columns = {key: value.astype(np.int32) for key, value in columns.items()}
-    return tf.data.Dataset.from_tensor_slices(columns).batch(batch_size).prefetch(tf.data.AUTOTUNE)
