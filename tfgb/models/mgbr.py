@@ -205,6 +205,12 @@ class MGBR(GroupBuyingModel):
         with respect to the embedding tables are added up and then propagated back through the
         GCN once. Only one chunk's block activations are alive at a time; the gradient is the
         whole batch's (up to the order of floating-point sums).
+
+        The chunk loop accumulates gradients only for the tables and for the variables that
+        propagation does not read (block, heads): a variable propagation reads (the GCN tables and
+        weights, the bias tables; most of the parameters) gets its gradient from the tables' alone,
+        through the outer tape. The variables the loop body reads are checked against that split
+        when the loop is traced.
         """
         variables = self.trainable_variables
         chunk = self.block_chunk
@@ -216,9 +222,11 @@ class MGBR(GroupBuyingModel):
             return loss, regularization, tape.gradient(total, variables)
         with tf.GradientTape() as outer:
             emb = self.propagate_batch(inputs, training=True)
+            propagated = {v.ref() for v in outer.watched_variables()}  # what propagation read, before regularization
             regularization = tf.reduce_sum([tf.reduce_sum(x) for x in self.losses])
         keys = sorted(emb)
         tables = [emb[key] for key in keys]
+        looped = [v for v in variables if v.ref() not in propagated]
         b = tf.shape(inputs["initiator"])[0]
         count = (b + chunk - 1) // chunk
         n_tables = len(tables)
@@ -230,7 +238,10 @@ class MGBR(GroupBuyingModel):
             with tf.GradientTape() as tape:
                 tape.watch(tables)
                 part_loss = share * self.loss_from_embeddings(dict(zip(keys, tables)), part, training=True)
-            new = tape.gradient(part_loss, tables + variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            both = [v.name for v in tape.watched_variables() if v.ref() in propagated]
+            if both:  # its gradient from this loop would be lost: the loop has no accumulator for it
+                raise NotImplementedError(f"train.block_chunk: the block reads variables propagation reads too: {both}")
+            new = tape.gradient(part_loss, tables + looped, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             return (c + 1, loss + part_loss, *(acc + tf.convert_to_tensor(g) for acc, g in zip(grads, new)))
 
         # An explicit while loop (Keras may trace train_step without AutoGraph). One chunk at a time:
@@ -238,13 +249,15 @@ class MGBR(GroupBuyingModel):
         _, loss, *grads = tf.while_loop(
             lambda c, *_: c < count, body,
             (tf.constant(0, count.dtype), tf.zeros([]), *(tf.zeros_like(t) for t in tables),
-             *(tf.zeros_like(v) for v in variables)),
+             *(tf.zeros_like(v) for v in looped)),
             parallel_iterations=1)
-        table_grads, var_grads = list(grads[:n_tables]), grads[n_tables:]
+        table_grads = list(grads[:n_tables])
+        in_loop = {v.ref(): g for v, g in zip(looped, grads[n_tables:])}
         through = outer.gradient(tables + [regularization], variables,
                                  output_gradients=table_grads + [tf.ones([])],
                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return loss, regularization, [g + t for g, t in zip(var_grads, through)]
+        return loss, regularization, [t + in_loop[v.ref()] if v.ref() in in_loop else t
+                                      for v, t in zip(variables, through)]
 
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """TFRS's train step, on :meth:`loss_and_gradients` (which honours ``train.block_chunk``)."""
