@@ -10,7 +10,6 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from tfgb.layers.attention import AttentionExperts, MultiHeadTaskBlock, SoftmaxGate
-from tfgb.layers.mtl import Rows
 
 N, W, D = 6, 8, 4
 
@@ -48,6 +47,45 @@ def experts_reference(x: np.ndarray, layer: AttentionExperts) -> np.ndarray:
         out = (out - w["moving_mean"][cols]) / np.sqrt(w["moving_variance"][cols] + 1e-3)  # Eq. 14
         outputs.append(out * w["gamma"][cols] + w["beta"][cols])
     return np.stack(outputs, 1)
+
+
+def gate_reference(x: np.ndarray, gate: SoftmaxGate) -> np.ndarray:
+    """Eq. 15 of MAMGBR in float64: softmax(ReLU(x W_1 + b_1) W_2 + b_2)."""
+    w1, b1, w2, b2 = (v.numpy().astype(np.float64) for v in gate.weights)
+    return softmax(np.maximum(x @ w1 + b1, 0) @ w2 + b2)
+
+
+def block_reference(e_u: np.ndarray, e_i: np.ndarray, e_p: np.ndarray, block: MultiHeadTaskBlock) -> dict:
+    """MGBR's wiring (Eq. 7-15 of MGBR) with MAMGBR's experts and gates, written out, inference mode, float64."""
+    e_u, e_i, e_p = (x.astype(np.float64) for x in (e_u, e_i, e_p))
+    ui, ip, up = np.hstack([e_u, e_i]), np.hstack([e_i, e_p]), np.hstack([e_u, e_p])
+    shared, alpha = block.shared, block.alpha
+
+    def mix(weights: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+        return np.einsum("nj,njd->nd", weights, np.concatenate(groups, axis=1))
+
+    g_a = g_b = g_s = None
+    for layer, stage in enumerate(block.stages):
+        if layer == 0:  # every expert and gate of layer 1 reads the tokens (e_u, e_i, e_p)
+            tokens = {x: [e_u, e_i, e_p] for x in ("a", "b", "s")}
+        else:
+            tokens = {"a": [g_a, g_s], "b": [g_b, g_s], "s": [g_a, g_s, g_b]} if shared else {"a": [g_a], "b": [g_b]}
+        big = {x: experts_reference(np.stack(tokens[x], 1), stage[f"expert_{x}"]) for x in (("a", "b", "s") if shared
+                                                                                          else ("a", "b"))}
+        other_a, other_b = (big["s"], big["s"]) if shared else (big["a"], big["b"])
+        new_a = mix(gate_reference(np.hstack(tokens["a"]), stage["gate_a"]), [big["a"]] + ([big["s"]] if shared else []))
+        new_b = mix(gate_reference(np.hstack(tokens["b"]), stage["gate_b"]), [big["b"]] + ([big["s"]] if shared else []))
+        if alpha:
+            new_a = new_a + alpha * (mix(gate_reference(ui, stage["gate_a_ui"]), [big["a"]])
+                                     + mix(gate_reference(ip, stage["gate_a_ip"]), [other_a])
+                                     + mix(gate_reference(up, stage["gate_a_up"]), [other_a]))
+            new_b = new_b + alpha * (mix(gate_reference(ui, stage["gate_b_ui"]), [other_b])
+                                     + mix(gate_reference(ip, stage["gate_b_ip"]), [big["b"]])
+                                     + mix(gate_reference(up, stage["gate_b_up"]), [big["b"]]))
+        if "gate_s" in stage:
+            g_s = mix(gate_reference(np.hstack(tokens["s"]), stage["gate_s"]), [big["a"], big["s"], big["b"]])
+        g_a, g_b = new_a, new_b
+    return {"a": g_a, "b": g_b}
 
 
 def randomize_batch_norm(layer: tf.keras.layers.Layer, seed: int = 1) -> None:
@@ -134,7 +172,7 @@ def test_block_every_weight_gets_a_gradient() -> None:
     missing = [v.name for v, g in zip(block.trainable_weights, grads) if g is None]
     assert not missing, missing
     names = " ".join(v.name for v in block.weights)
-    assert "l1_experts_s" in names and "l1_gate_s" in names and "l2_gate_s" not in names  # no gate S at layer L
+    assert "l1_expert_s" in names and "l1_gate_s" in names and "l2_gate_s" not in names  # no gate S at layer L
 
 
 def test_unshared_block_computes_only_the_tasks_asked_for() -> None:
@@ -144,7 +182,7 @@ def test_unshared_block_computes_only_the_tasks_asked_for() -> None:
     only_a = block(*e, tasks=("a",))
     assert set(only_a) == {"a"}
     np.testing.assert_allclose(only_a["a"].numpy(), both["a"].numpy(), atol=1e-6)
-    assert "experts_s" not in " ".join(v.name for v in block.weights)
+    assert "expert_s" not in " ".join(v.name for v in block.weights)
     with pytest.raises(ValueError, match="subset"):
         block(*e, tasks=("c",))
 
@@ -175,20 +213,18 @@ def test_rows_are_independent_in_inference_mode(shared: bool, attention: bool) -
         np.testing.assert_allclose(alone[task].numpy(), out[task].numpy()[5:6], atol=1e-6)
 
 
-@pytest.mark.parametrize("shared, attention", [(True, True), (False, False)])
-def test_rows_by_reference_give_the_dense_result(shared: bool, attention: bool) -> None:
-    """Rows(table, index) is the same input as tf.gather(table, index), in both modes."""
-    tables = inputs(n=5, seed=6)
-    index = [tf.constant([0, 1, 1, 4, 2, 0, 3]), tf.constant([2, 2, 0, 1, 4, 3, 3]), tf.constant([0] * 7)]
-    block = MultiHeadTaskBlock(D, 2, 2, num_heads=2, alpha=0.1, shared=shared, attention=attention, dropout=0.0)
-    assert block.supports_rows
-    dense = [tf.gather(t, i) for t, i in zip(tables, index)]
-    by_reference = [Rows(t, i) for t, i in zip(tables, index)]
-    for training in (False, True):
-        expected = block(*dense, training=training)
-        got = block(*by_reference, training=training)
-        for task in ("a", "b"):
-            np.testing.assert_allclose(got[task].numpy(), expected[task].numpy(), atol=1e-5)
+@pytest.mark.parametrize("shared, attention, alpha, num_layers", [
+    (True, True, 0.2, 2), (False, True, 0.2, 2), (True, False, 0.0, 1), (True, True, 0.1, 3)])
+def test_block_wiring_matches_reference(shared: bool, attention: bool, alpha: float, num_layers: int) -> None:
+    """The whole block, inference mode, against MGBR's wiring with these experts and gates in float64."""
+    e = inputs(n=5, seed=7)
+    block = MultiHeadTaskBlock(D, 2, num_layers, num_heads=2, alpha=alpha, shared=shared, attention=attention)
+    block(*e)
+    randomize_batch_norm(block, seed=2)
+    out = block(*e, training=False)
+    want = block_reference(*(x.numpy() for x in e), block)
+    for task in ("a", "b"):
+        np.testing.assert_allclose(out[task].numpy(), want[task], rtol=1e-4, atol=1e-5)
 
 
 def test_bad_widths_are_rejected() -> None:

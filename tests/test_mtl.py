@@ -1,4 +1,4 @@
-"""Tests for tfgb.layers.mtl: MultiTaskBlock (Eq. 7-15) and PredictionHead (Eq. 16-17)."""
+"""Tests for tfgb.layers.mtl (MultiTaskBlock, Eq. 7-15, its readable path) and tfgb.layers.heads (Eq. 16-17)."""
 from __future__ import annotations
 
 import re
@@ -11,26 +11,27 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 
-from tfgb.layers.mtl import (
-    MultiTaskBlock,
-    PredictionHead,
-    Rows,
-    Segments,
-    mixture,
-    mixtures,
-)
+from tfgb.layers.heads import PredictionHead
+from tfgb.layers.mtl import MultiTaskBlock
 
 LayerWeights = dict[str, np.ndarray]
 
 
 def block_weights(layer: MultiTaskBlock) -> list[LayerWeights]:
-    """The block's weights by layer and name: [{"expert_a": ..., ...}, ...]."""
+    """The block's weights by layer and sub-layer name: [{"expert_a": ..., ...}, ...]."""
     out: list[LayerWeights] = [{} for _ in range(layer.num_layers)]
     for variable in layer.weights:
-        match = re.search(r"l(\d+)_(\w+):0$", variable.name)
+        match = re.search(r"l(\d+)_(\w+)/kernel:0$", variable.name)
         assert match, variable.name
         out[int(match.group(1)) - 1][match.group(2)] = variable.numpy()
     return out
+
+
+def set_block_weights(layer: MultiTaskBlock, weights: list[LayerWeights]) -> None:
+    for index, stage in enumerate(layer.stages):
+        assert set(stage) == set(weights[index]), (sorted(stage), sorted(weights[index]))
+        for name, value in weights[index].items():
+            stage[name].kernel.assign(np.asarray(value, np.float32))
 
 
 def reference(
@@ -103,41 +104,43 @@ def random_inputs(n: int, width: int, seed: int) -> list[tf.Tensor]:
 
 
 def test_hand_checked_rows() -> None:
-    """K = 1, d = 1, input width 1, L = 2, alpha = 0.5; numbers worked out by hand."""
+    """K = 1, d = 1, input width 1, L = 2, alpha = 0.5, no softmax; numbers worked out by hand."""
     layer = MultiTaskBlock(dim=1, num_experts=1, num_layers=2, alpha=0.5, gate_softmax=False)
     e_u, e_i, e_p = (tf.constant([[v]]) for v in (1.0, 2.0, 3.0))  # g0 = [1, 2, 3]
     layer(e_u, e_i, e_p)
     col = np.array
-    layer.set_weights([
+    first = {
         # Layer 1, inputs g0 = [1, 2, 3] for every expert and gate.
-        col([[1.0], [0.0], [0.0]]),  # expert_a: E_A = 1
-        col([[0.0], [1.0], [0.0]]),  # expert_b: E_B = 2
-        col([[0.0], [0.0], [1.0]]),  # expert_s: E_S = 3
-        col([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]),  # gate_a: [1, 3] -> g_A1 = 1*1 + 3*3 = 10
-        col([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]),  # gate_b: [2, 0] -> g_B1 = 2*2 = 4
-        np.ones((3, 3)),  # gate_s: [6, 6, 6] over [E_A, E_S, E_B] -> g_S = 6 * 6 = 36
-        col([[1.0], [0.0]]),  # gate_a_ui: (1, 2) -> 1, times E_A = 1
-        col([[0.0], [1.0]]),  # gate_a_ip: (2, 3) -> 3, times E_S = 9
-        col([[1.0], [1.0]]),  # gate_a_up: (1, 3) -> 4, times E_S = 12; g_A2 = 22
-        col([[0.0], [1.0]]),  # gate_b_ui: (1, 2) -> 2, times E_S = 6
-        col([[1.0], [0.0]]),  # gate_b_ip: (2, 3) -> 2, times E_B = 4
-        col([[0.0], [0.0]]),  # gate_b_up: 0; g_B2 = 10
+        "expert_a": col([[1.0], [0.0], [0.0]]),  # E_A = 1
+        "expert_b": col([[0.0], [1.0], [0.0]]),  # E_B = 2
+        "expert_s": col([[0.0], [0.0], [1.0]]),  # E_S = 3
+        "gate_a": col([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]),  # [1, 3] -> g_A1 = 1*1 + 3*3 = 10
+        "gate_b": col([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]),  # [2, 0] -> g_B1 = 2*2 = 4
+        "gate_s": np.ones((3, 3)),  # [6, 6, 6] over [E_A, E_S, E_B] -> g_S = 6 * 6 = 36
+        "gate_a_ui": col([[1.0], [0.0]]),  # (1, 2) -> 1, times E_A = 1
+        "gate_a_ip": col([[0.0], [1.0]]),  # (2, 3) -> 3, times E_S = 9
+        "gate_a_up": col([[1.0], [1.0]]),  # (1, 3) -> 4, times E_S = 12; g_A2 = 22
+        "gate_b_ui": col([[0.0], [1.0]]),  # (1, 2) -> 2, times E_S = 6
+        "gate_b_ip": col([[1.0], [0.0]]),  # (2, 3) -> 2, times E_B = 4
+        "gate_b_up": col([[0.0], [0.0]]),  # 0; g_B2 = 10
         # => g_A = 10 + 0.5 * 22 = 21, g_B = 4 + 0.5 * 10 = 9, g_S = 36.
+    }
+    second = {
         # Layer 2: in_A = [g_A, g_S] = [21, 36], in_B = [9, 36], in_S = [21, 36, 9].
-        col([[1.0], [0.0]]),  # expert_a: E_A = 21
-        col([[0.0], [1.0]]),  # expert_b: E_B = 36
-        col([[0.0], [0.0], [1.0]]),  # expert_s: E_S = 9
-        col([[0.1, 0.0], [0.0, 0.0]]),  # gate_a: [2.1, 0] -> g_A1 = 2.1 * 21 = 44.1
-        col([[0.0, 0.0], [0.0, 0.5]]),  # gate_b: [0, 18] -> g_B1 = 18 * 9 = 162
-        *[np.zeros((2, 1))] * 6,  # no adjusted terms at layer 2
-    ])
+        "expert_a": col([[1.0], [0.0]]),  # E_A = 21
+        "expert_b": col([[0.0], [1.0]]),  # E_B = 36
+        "expert_s": col([[0.0], [0.0], [1.0]]),  # E_S = 9
+        "gate_a": col([[0.1, 0.0], [0.0, 0.0]]),  # [2.1, 0] -> g_A1 = 2.1 * 21 = 44.1
+        "gate_b": col([[0.0, 0.0], [0.0, 0.5]]),  # [0, 18] -> g_B1 = 18 * 9 = 162
+        **{f"gate_{task}_{pair}": np.zeros((2, 1)) for task in "ab" for pair in ("ui", "ip", "up")},
+    }
+    set_block_weights(layer, [first, second])
     out = layer(e_u, e_i, e_p)
     np.testing.assert_allclose(out["a"].numpy(), [[44.1]], rtol=1e-6)
     np.testing.assert_allclose(out["b"].numpy(), [[162.0]], rtol=1e-6)
     single = MultiTaskBlock(dim=1, num_experts=1, num_layers=1, alpha=0.5, gate_softmax=False)
     single(e_u, e_i, e_p)
-    first = layer.get_weights()[:12]
-    single.set_weights(first[:5] + first[6:])  # no gate S at the last layer
+    set_block_weights(single, [{name: w for name, w in first.items() if name != "gate_s"}])  # no gate S at layer L
     out = single(e_u, e_i, e_p)
     np.testing.assert_allclose(out["a"].numpy(), [[21.0]], rtol=1e-6)
     np.testing.assert_allclose(out["b"].numpy(), [[9.0]], rtol=1e-6)
@@ -158,6 +161,19 @@ def test_matches_expert_by_expert_reference(shared: bool, alpha: float, num_laye
     expected = reference(*(x.numpy() for x in inputs), block_weights(layer), k, d, alpha, shared, softmax)
     for key in ("a", "b"):
         np.testing.assert_allclose(out[key].numpy(), expected[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_one_task_is_that_task_of_both(shared: bool) -> None:
+    layer = MultiTaskBlock(dim=4, num_experts=3, num_layers=2, alpha=0.1, shared=shared)
+    inputs = random_inputs(5, 8, seed=9)
+    both = layer(*inputs)
+    for task in ("a", "b"):
+        alone = layer(*inputs, tasks=(task,))
+        assert set(alone) == {task}
+        np.testing.assert_allclose(alone[task].numpy(), both[task].numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="subset"):
+        layer(*inputs, tasks=("c",))
 
 
 def test_weight_shapes_per_variant() -> None:
@@ -218,11 +234,11 @@ def test_width_mismatch_is_reported() -> None:
 
 
 def test_block_config_round_trip() -> None:
-    layer = MultiTaskBlock(dim=4, num_experts=2, num_layers=2, alpha=0.3, shared=False, name="mtl")
+    layer = MultiTaskBlock(dim=4, num_experts=2, num_layers=2, alpha=0.3, shared=False, gate_softmax=False, name="mtl")
     inputs = random_inputs(5, 8, seed=5)
     out = layer(*inputs)
     clone = MultiTaskBlock.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
+    assert clone.get_config() == layer.get_config() and not clone.gate_softmax
     clone(*inputs)
     clone.set_weights(layer.get_weights())
     out_clone = tf.function(clone)(*inputs)
@@ -257,36 +273,6 @@ def test_prediction_head_config_round_trip() -> None:
     assert len(linear.get_weights()) == 2
 
 
-@pytest.mark.parametrize("shared", [True, False])
-def test_rows_by_reference_equal_dense_rows(shared: bool) -> None:
-    """Rows(table, index) inputs (each entity projected once) give the dense result."""
-    rng = np.random.default_rng(5)
-    tables = [tf.constant(rng.normal(size=(m, 8)), tf.float32) for m in (3, 5, 4)]
-    index = [tf.constant(rng.integers(0, t.shape[0], 11)) for t in tables]
-    by_ref = MultiTaskBlock(dim=4, num_experts=3, num_layers=2, alpha=0.2, shared=shared)
-    out_ref = by_ref(*(Rows(t, i) for t, i in zip(tables, index)))
-    dense = by_ref(*(tf.gather(t, i) for t, i in zip(tables, index)))
-    for key in ("a", "b"):
-        np.testing.assert_allclose(out_ref[key].numpy(), dense[key].numpy(), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("shared, alpha, num_layers, as_rows", [
-    (True, 0.2, 2, True), (True, 0.2, 1, True), (False, 0.2, 2, True), (True, 0.0, 2, False), (False, 0.0, 1, False)])
-def test_row_ranges_give_the_same_rows_as_a_full_call(shared: bool, alpha: float, num_layers: int,
-                                                      as_rows: bool) -> None:
-    """a_until / b_from skip task A's last layer beyond a_until and task B's before b_from, nothing else."""
-    rng = np.random.default_rng(6)
-    tables = [tf.constant(rng.normal(size=(m, 8)), tf.float32) for m in (3, 5, 4)]
-    index = [tf.constant(rng.integers(0, t.shape[0], 13)) for t in tables]
-    inputs = [Rows(t, i) if as_rows else tf.gather(t, i) for t, i in zip(tables, index)]
-    block = MultiTaskBlock(dim=4, num_experts=3, num_layers=num_layers, alpha=alpha, shared=shared)
-    full = block(*inputs)
-    part = block(*inputs, a_until=9, b_from=tf.constant(5))
-    assert part["a"].shape == (9, 4) and part["b"].shape == (8, 4)
-    np.testing.assert_allclose(part["a"].numpy(), full["a"].numpy()[:9], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(part["b"].numpy(), full["b"].numpy()[5:], rtol=1e-5, atol=1e-6)
-
-
 def test_zero_init_head_scores_every_row_alike_then_learns() -> None:
     head = PredictionHead([8], zero_init=True)
     x = tf.constant(np.random.default_rng(7).normal(size=(5, 4)), tf.float32)
@@ -299,109 +285,9 @@ def test_zero_init_head_scores_every_row_alike_then_learns() -> None:
     assert float(tf.reduce_sum(tf.abs(grads[0]))) > 0  # the kernel leaves zero at the first step
 
 
-@pytest.mark.parametrize("shared, alpha, num_layers, hidden", [
-    (True, 0.2, 2, 3), (True, 0.2, 2, 6), (False, 0.2, 3, 2), (True, 0.0, 1, 2), (False, 0.0, 2, 1)])
-def test_out_kernels_equal_the_product_of_the_outputs(shared: bool, alpha: float, num_layers: int, hidden: int) -> None:
-    """out_kernels H gives g^L H, folded into the last experts (h < d) or multiplied after (h >= d, L = 1)."""
-    rng = np.random.default_rng(8)
-    tables = [tf.constant(rng.normal(size=(m, 8)), tf.float32) for m in (3, 5, 4)]
-    index = [tf.constant(rng.integers(0, t.shape[0], 13)) for t in tables]
-    inputs = [Rows(t, i) for t, i in zip(tables, index)]
-    block = MultiTaskBlock(dim=4, num_experts=3, num_layers=num_layers, alpha=alpha, shared=shared)
-    kernels = {task: tf.constant(rng.normal(size=(4, hidden)), tf.float32) for task in "ab"}
-    for ranges in ({}, {"a_until": 9, "b_from": 5}, {"a_until": tf.constant(7), "b_from": tf.constant(7)}):
-        plain = block(*inputs, **ranges)
-        fused = block(*inputs, **ranges, out_kernels=kernels)
-        for task in "ab":
-            assert fused[task].shape == (plain[task].shape[0], hidden)
-            np.testing.assert_allclose(fused[task].numpy(), (plain[task] @ kernels[task]).numpy(), rtol=1e-5, atol=1e-5)
-
-
-def test_out_kernels_fold_into_the_last_experts_and_keep_gradients() -> None:
-    """With h < d the block's gradients equal those of the unfused product (same loss, same weights)."""
-    rng = np.random.default_rng(9)
-    inputs = random_inputs(11, 8, seed=3)
-    block = MultiTaskBlock(dim=4, num_experts=3, num_layers=2, alpha=0.1)
-    block(*inputs)
-    kernels = {task: tf.Variable(rng.normal(size=(4, 2)).astype(np.float32)) for task in "ab"}
-    grads = []
-    for fused in (False, True):
-        with tf.GradientTape() as tape:
-            if fused:
-                out = block(*inputs, a_until=8, b_from=3, out_kernels=kernels)
-            else:
-                g = block(*inputs, a_until=8, b_from=3)
-                out = {task: g[task] @ kernels[task] for task in "ab"}
-            loss = tf.reduce_sum(tf.sin(out["a"])) + tf.reduce_sum(tf.cos(out["b"]))
-        grads.append(tape.gradient(loss, block.trainable_variables + list(kernels.values())))
-    for plain, fused in zip(*grads):
-        np.testing.assert_allclose(fused.numpy(), plain.numpy(), rtol=1e-4, atol=1e-5)
-
-
-def test_task_b_rows_must_not_start_after_task_a_rows_end() -> None:
-    block = MultiTaskBlock(dim=4, num_experts=3, num_layers=2)
-    with pytest.raises(ValueError, match="b_from"):
-        block(*random_inputs(6, 8, seed=4), a_until=2, b_from=4)
-
-
-def test_mixture_adds_the_weights_of_each_group_once() -> None:
-    """mixture() over gates that share groups equals the sum of every gate mixed on its own."""
-    rng = np.random.default_rng(10)
-    e1, e2 = (tf.constant(rng.normal(size=(5, 3, 4)), tf.float32) for _ in range(2))
-    w12, w1, w2 = (tf.constant(rng.normal(size=(5, c)), tf.float32) for c in (6, 3, 3))
-    got = mixture([(1.0, w12, [e1, e2]), (0.5, w1, [e1]), (0.25, w2, [e2])])
-
-    def mixed(w, e):
-        return np.einsum("nk,nkd->nd", w.numpy(), e.numpy())
-
-    want = mixed(w12[:, :3], e1) + mixed(w12[:, 3:], e2) + 0.5 * mixed(w1, e1) + 0.25 * mixed(w2, e2)
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
-    # Groups given as row segments mix to the same rows.
-    seg = [Segments((e[:2], e[2:])) for e in (e1, e2)]
-    got_seg = mixture([(1.0, w12, seg), (0.5, w1, [seg[0]]), (0.25, w2, [seg[1]])])
-    np.testing.assert_allclose(got_seg.numpy(), want, rtol=1e-5, atol=1e-6)
-
-
 @pytest.mark.parametrize("hidden", [[5], [5, 3], []])
 def test_head_from_first_product_equals_the_head(hidden: list[int]) -> None:
     head = PredictionHead(hidden)
     x = tf.constant(np.random.default_rng(11).normal(size=(6, 4)), tf.float32)
     want = head(x).numpy()
     np.testing.assert_allclose(head.from_first_product(x @ head.first_kernel).numpy(), want, rtol=1e-5, atol=1e-6)
-
-
-def test_mixtures_read_a_shared_group_once_and_equal_separate_mixtures() -> None:
-    rng = np.random.default_rng(12)
-    e1, e2 = (tf.constant(rng.normal(size=(7, 3, 4)), tf.float32) for _ in range(2))
-    wa, wb, ws = (tf.constant(rng.normal(size=(7, c)), tf.float32) for c in (6, 6, 3))
-    outputs = {"a": [(1.0, wa, [e1, e2]), (0.1, ws, [e2])], "b": [(1.0, wb, [e2, e1])], "s": [(1.0, ws, [e1])]}
-    together = mixtures(outputs)
-    assert set(together) == {"a", "b", "s"}
-    for name, terms in outputs.items():
-        np.testing.assert_allclose(together[name].numpy(), mixture(terms).numpy(), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("shared, alpha, num_layers", [(True, 0.2, 2), (False, 0.2, 1), (True, 0.0, 3)])
-def test_tiled_parts_equal_their_rows(shared: bool, alpha: float, num_layers: int) -> None:
-    """Tiled blocks (parts repeated over a list's rows, others per row) give the rows' result."""
-    from tfgb.layers.mtl import Tiled, to_rows
-
-    rng = np.random.default_rng(13)
-    tables = [tf.constant(rng.normal(size=(m, 8)), tf.float32) for m in (4, 6, 5)]
-
-    def idx(table, n):
-        return tf.constant(rng.integers(0, table.shape[0], n), tf.int32)
-
-    # Block 0: 3 plain rows; block 1: 2 lists x 4 rows, u and i repeated, p per row;
-    # block 2: 2 lists x 4, only u repeated; block 3: 2 rows all repeated x1 (plain).
-    plan = [((3, 1), (3, 1), (3, 1)), ((2, 4), (2, 4), (8, 1)), ((2, 4), (8, 1), (8, 1)), ((2, 1), (2, 1), (2, 1))]
-    parts = [Tiled(t, tuple((idx(t, n), r) for n, r in (block[j] for block in plan))) for j, t in enumerate(tables)]
-    block = MultiTaskBlock(dim=4, num_experts=3, num_layers=num_layers, alpha=alpha, shared=shared)
-    got = block(*parts, a_until=15, b_from=6)
-    want = block(*(to_rows(x) for x in parts), a_until=15, b_from=6)
-    dense = block(*(tf.gather(r.table, r.index) for r in (to_rows(x) for x in parts)), a_until=15, b_from=6)
-    for key in ("a", "b"):
-        np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(got[key].numpy(), dense[key].numpy(), rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="Tiled"):
-        block(parts[0], to_rows(parts[1]), parts[2])

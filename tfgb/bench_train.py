@@ -112,6 +112,8 @@ def _session(args: argparse.Namespace, model_dir: str):
 def bench_train(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
+    from tfgb.models.mgbr import MGBR
+
     with tempfile.TemporaryDirectory(prefix="tfgb-bench-") as tmp:
         config, session = _session(args, tmp)
         model = session.model
@@ -120,6 +122,11 @@ def bench_train(args: argparse.Namespace) -> int:
         t = config.train.aux_size if config.train.aux_losses else 0
         step = tf.function(model.train_step)
         step_s = _median_seconds(lambda: step(batch)["loss"].numpy(), args.steps)
+        readable_s = None  # the same step with the multi-task block by its readable path: what fusing buys
+        if isinstance(model, MGBR):  # MGBR and MAMGBR
+            with model.readable_block():
+                readable_step = tf.function(model.train_step)
+                readable_s = _median_seconds(lambda: readable_step(batch)["loss"].numpy(), args.steps)
         gcn_vars = [v for v in model.trainable_variables if v.name.startswith("gcn")] or model.trainable_variables
 
         @tf.function
@@ -150,6 +157,8 @@ def bench_train(args: argparse.Namespace) -> int:
     lines = [
         ("batch (triples)", f"{b}"), ("aux size |T|", f"{t}"), ("scored rows per step", f"{rows:,}"),
         ("seconds per step", f"{step_s:.3f}"),
+        *([("  with the readable block instead", f"{readable_s:.3f}"),
+           ("  fused / readable (speed ratio)", f"{readable_s / step_s:.2f}")] if readable_s else []),
         ("  graph propagation (fwd+bwd)", f"{prop_s:.3f}"),
         ("  the rest (block, heads, losses, update)", f"{rest_s:.3f}"),
         ("scored rows per second", f"{rows / step_s:,.0f}"),
@@ -165,6 +174,8 @@ def bench_train(args: argparse.Namespace) -> int:
               "deal groups per second": b / per_group / step_s, "block GFLOP/s": flops / rest_s / 1e9,
               "dense matmul GFLOP/s": dense / 1e9, "block / dense matmul": flops / rest_s / dense,
               "peak RSS in-process (GiB)": _peak_gib()}
+    if readable_s:
+        values.update({"readable block seconds per step": readable_s, "fused / readable speed": readable_s / step_s})
     _print(f"bench train: {config.name} / {config.model.name}", lines, args, values)
     return 0
 

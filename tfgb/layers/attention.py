@@ -37,8 +37,9 @@ Readings of the paper made here (it is silent or ambiguous on these points):
   input, flattened. MAMGBR's Sec. 3.5 keeps MGBR's argument that the pairs (u, i), (u, p),
   (i, p) carry different information, so MGBR's adjusted gates (Eq. 11-13 of MGBR, weight
   alpha) are kept, each now a two-layer softmax gate; alpha = 0 leaves the generic gates only.
-* The structural readings of MGBR's block (layer-1 inputs, no gate S at the last layer, the
-  meaning of shared=False) are those of :mod:`tfgb.layers.mtl`.
+* The wiring (which gate mixes which expert group, layer-1 inputs, no gate S at the last layer,
+  the meaning of shared=False) is MGBR's: :class:`MultiHeadTaskBlock` is a
+  :class:`~tfgb.layers.mtl.TaskBlock` whose factories make these experts and gates.
 
 No operation mixes rows except BatchNorm in training mode: in inference mode every output row
 depends only on the same input row.
@@ -50,11 +51,10 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfgb.layers.mtl import Rows, mix_experts, project
+from tfgb.layers.layout import project
+from tfgb.layers.mtl import TaskBlock
 
 __all__ = ["AttentionExperts", "MultiHeadTaskBlock", "SoftmaxGate"]
-
-_TASKS = ("a", "b")
 
 
 @tf.keras.utils.register_keras_serializable(package="tfgb")
@@ -68,6 +68,9 @@ class AttentionExperts(tf.keras.layers.Layer):
     where MultiHead_k is Eq. 7-11 with its own W_Q, W_K, W_V [width, h, d_head] and W_O
     [h, d_head, width], and flat() concatenates the T tokens. With `attention=False`
     (MAMGBR-MH) MultiHead_k is the identity: the expert is the FFN of the flattened input.
+
+    ``call`` computes this as written; ``from_inputs`` / ``from_tokens`` (the fused path) compute the
+    same from per-token products, with W_O folded into W_1.
 
     Weights, in `get_weights()` order: `query`, `key`, `value` [K, width, h, d_head] and
     `output` [K, h, d_head, width] (only with attention), `ffn_1` [K, T*width, hidden],
@@ -136,25 +139,62 @@ class AttentionExperts(tf.keras.layers.Layer):
             self.norm.build(tf.TensorShape([None, k * self.dim]))
         super().build(input_shape)
 
+    def multi_head(self, x: tf.Tensor) -> tf.Tensor:
+        """Eq. 7-11 for every expert: tokens [N, T, width] -> MultiHead(X) [K, N, T, width]."""
+        q = tf.einsum("ntw,kwhc->knhtc", x, self.query)  # Eq. 7
+        key = tf.einsum("ntw,kwhc->knhtc", x, self.key)
+        v = tf.einsum("ntw,kwhc->knhtc", x, self.value)
+        weights = tf.nn.softmax(tf.einsum("knhtc,knhsc->knhts", q, key) / float(self.head_dim) ** 0.5)  # Eq. 8-9
+        heads = tf.einsum("knhts,knhsc->knhtc", weights, v)  # Eq. 10
+        return tf.einsum("knhtc,khcw->kntw", heads, self.output_kernel)  # Eq. 11: Concat(heads) W_O
+
+    def _ffn_and_norm(self, pre: tf.Tensor, training: bool | None) -> tf.Tensor:
+        """From W_1 x [K, N, hidden] to the expert outputs [N, K, dim] (Eq. 12-14, ReLU of E(x), dropout)."""
+        hidden = tf.nn.relu(pre + self.ffn_1_bias[:, None, :])  # Eq. 12
+        out = tf.nn.relu(tf.matmul(hidden, self.ffn_2) + self.ffn_2_bias[:, None, :])  # Eq. 13 + ReLU of E(x)
+        k = self.num_experts
+        out = tf.reshape(tf.transpose(out, [1, 0, 2]), [-1, k * self.dim])  # [N, K*d]
+        out = self.norm(out, training=training)  # Eq. 14
+        out = self.drop(out, training=training)
+        return tf.reshape(out, [-1, k, self.dim])
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        """Runs the K experts on token sequences.
+
+        Args:
+            inputs: Tokens [N, T, width].
+            training: Training mode (batch statistics and dropout) or inference mode.
+
+        Returns:
+            Expert outputs [N, K, dim].
+        """
+        flat = self.num_tokens * self.width
+        if self.attention:
+            x = tf.reshape(self.multi_head(inputs), [self.num_experts, -1, flat])  # flat(MultiHead(X))
+            pre = tf.matmul(x, self.ffn_1)
+        else:
+            pre = tf.einsum("nf,kfh->knh", tf.reshape(inputs, [-1, flat]), self.ffn_1)
+        return self._ffn_and_norm(pre, training)
+
+    # -- the fused path -------------------------------------------------------------------------
     def _projection(self, kernel: tf.Tensor) -> tf.Tensor:
         """[K, width, h, d_head] -> [width, K*h*d_head], all experts' heads in one matrix."""
         return tf.reshape(tf.transpose(kernel, [1, 0, 2, 3]), [self.width, -1])
 
-    def token_kernels(self, token: int) -> list[tuple[str, tf.Tensor]]:
+    def input_kernels(self, token: int, width: int | None = None) -> list[tuple[Any, tf.Tensor]]:
         """The kernels [width, columns] the experts apply to token ``token`` on its own.
 
-        Everything linear in a single token: W_Q, W_K, W_V of all experts and heads (Eq. 7), or,
-        without attention, token t's rows of W_1 (Eq. 12). A caller that holds a token as distinct
-        entities plus an index (:class:`~tfgb.layers.mtl.Rows`) can project each entity once.
+        W_Q, W_K, W_V of all experts and heads (Eq. 7), named per token; without attention, token t's
+        rows of W_1 (Eq. 12), whose products are added over the tokens.
         """
         if self.attention:
-            return [("query", self._projection(self.query)), ("key", self._projection(self.key)),
-                    ("value", self._projection(self.value))]
+            return [((name, token), self._projection(kernel))
+                    for name, kernel in (("query", self.query), ("key", self.key), ("value", self.value))]
         rows = self.ffn_1[:, token * self.width:(token + 1) * self.width, :]  # [K, width, hidden]
         return [("ffn_1", tf.reshape(tf.transpose(rows, [1, 0, 2]), [self.width, -1]))]
 
     def attend(self, q: Sequence[tf.Tensor], key: Sequence[tf.Tensor], v: Sequence[tf.Tensor]) -> tf.Tensor:
-        """Eq. 8-10 for every expert and head.
+        """Eq. 8-10 for every expert and head from per-token projections.
 
         The T x T attention of a row is unrolled over the (query, key) token pairs: T is 2 or 3,
         and a few element-wise products per pair are much faster on CPU than N*K*h tiny matrix
@@ -177,26 +217,8 @@ class AttentionExperts(tf.keras.layers.Layer):
         heads = tf.stack([tf.reshape(x, [-1, k, h * c]) for x in heads], axis=2)  # [N, K, T, h*c]
         return tf.reshape(tf.transpose(heads, [1, 0, 2, 3]), [k, -1, len(q) * h * c])
 
-    def multi_head(self, x: tf.Tensor) -> tf.Tensor:
-        """Eq. 7-11 for every expert: tokens [N, T, width] -> MultiHead(X) [K, N, T, width]."""
-        tokens = tf.unstack(x, axis=1)
-        q, key, v = ([tf.matmul(token, kernel) for token in tokens] for _, kernel in self.token_kernels(0))
-        heads = tf.reshape(self.attend(q, key, v), [self.num_experts, -1, self.num_heads * self.head_dim])
-        out = tf.matmul(heads, tf.reshape(self.output_kernel, [self.num_experts, -1, self.width]))  # Eq. 11
-        return tf.reshape(out, [self.num_experts, -1, self.num_tokens, self.width])
-
-    def from_projections(self, projected: Mapping[str, Sequence[tf.Tensor]],
-                         training: bool | None = None) -> tf.Tensor:
-        """The experts' outputs from their token projections.
-
-        Args:
-            projected: ``projected[name][t]`` = token t @ the kernel ``name`` of
-                ``token_kernels(t)``, each [N, columns].
-            training: Training mode (batch statistics and dropout) or inference mode.
-
-        Returns:
-            Expert outputs [N, K, dim].
-        """
+    def from_inputs(self, products: Mapping[Any, tf.Tensor], training: bool | None = None) -> tf.Tensor:
+        """The experts' outputs [N, K, dim] from the products of :meth:`input_kernels` ([N, columns] each)."""
         k, h, c = self.num_experts, self.num_heads, self.head_dim
         if self.attention:
             # W_1 flat(MultiHead(X)) = sum_t head_t W_O W_1[t] (Eq. 11-12): W_O is folded into W_1
@@ -204,34 +226,24 @@ class AttentionExperts(tf.keras.layers.Layer):
             w_o = tf.reshape(self.output_kernel, [k, h * c, self.width])
             w_1 = tf.reshape(self.ffn_1, [k, self.num_tokens, self.width, self.hidden])
             fused = tf.reshape(tf.einsum("kcw,ktwh->ktch", w_o, w_1), [k, self.num_tokens * h * c, self.hidden])
-            heads = self.attend(projected["query"], projected["key"], projected["value"])  # [K, N, T*h*c]
-            hidden = tf.matmul(heads, fused)  # Eq. 12, [K, N, hidden]
+            heads = self.attend(*([products[(name, t)] for t in range(self.num_tokens)]
+                                  for name in ("query", "key", "value")))  # [K, N, T*h*c]
+            pre = tf.matmul(heads, fused)  # Eq. 12, [K, N, hidden]
         else:
-            pre = tf.add_n(list(projected["ffn_1"]))  # [N, K*hidden], Eq. 12 without attention
-            hidden = tf.transpose(tf.reshape(pre, [-1, k, self.hidden]), [1, 0, 2])
-        hidden = tf.nn.relu(hidden + self.ffn_1_bias[:, None, :])
-        out = tf.nn.relu(tf.matmul(hidden, self.ffn_2) + self.ffn_2_bias[:, None, :])  # Eq. 13 + ReLU of E(x)
-        out = tf.reshape(tf.transpose(out, [1, 0, 2]), [-1, k * self.dim])  # [N, K*d]
-        out = self.norm(out, training=training)  # Eq. 14
-        out = self.drop(out, training=training)
-        return tf.reshape(out, [-1, k, self.dim])
+            pre = tf.transpose(tf.reshape(products["ffn_1"], [-1, k, self.hidden]), [1, 0, 2])
+        return self._ffn_and_norm(pre, training)
 
-    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        """Runs the K experts on token sequences.
-
-        Args:
-            inputs: Tokens [N, T, width].
-            training: Training mode (batch statistics and dropout) or inference mode.
-
-        Returns:
-            Expert outputs [N, K, dim].
-        """
-        projected: dict[str, list[tf.Tensor]] = {}
-        for t, token in enumerate(tf.unstack(inputs, axis=1)):
-            kernels = self.token_kernels(t)
+    def from_tokens(self, tokens: Sequence[tf.Tensor], training: bool | None = None,
+                    out_kernel: tf.Tensor | None = None) -> tf.Tensor:
+        """:meth:`from_inputs` on the tokens [N, width] each (no ``out_kernel``: these experts are not linear)."""
+        if out_kernel is not None:
+            raise ValueError("AttentionExperts are not linear: an output kernel cannot be folded into them")
+        products: dict[Any, tf.Tensor] = {}
+        for t, token in enumerate(tokens):
+            kernels = self.input_kernels(t)
             for (name, _), out in zip(kernels, project(token, [kernel for _, kernel in kernels])):
-                projected.setdefault(name, []).append(out)
-        return self.from_projections(projected, training)
+                products[name] = products[name] + out if name in products else out
+        return self.from_inputs(products, training)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -277,18 +289,18 @@ class SoftmaxGate(tf.keras.layers.Layer):
             self.dense_2.build(self.dense_1.compute_output_shape(shape))
         super().build(input_shape)
 
-    def token_kernel(self, token: int, width: int) -> tf.Tensor:
-        """Rows of W_1 [width, hidden] applied to part ``token`` of an input made of width-wide parts."""
-        return self.dense_1.kernel[token * width:(token + 1) * width]
-
-    def from_projection(self, projected: tf.Tensor) -> tf.Tensor:
-        """Mixing weights [N, num_outputs] from x W_1 [N, hidden] (Eq. 15)."""
-        hidden = tf.nn.relu(projected + self.dense_1.bias)
-        return tf.nn.softmax(self.dense_2(hidden), axis=-1)
-
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         """Mixing weights [N, num_outputs] (each row sums to 1) for gate inputs [N, width]."""
-        return self.from_projection(tf.matmul(inputs, self.dense_1.kernel))
+        return tf.nn.softmax(self.dense_2(self.dense_1(inputs)), axis=-1)
+
+    def input_kernels(self, token: int, width: int) -> list[tuple[str, tf.Tensor]]:
+        """Rows of W_1 [width, hidden] applied to part ``token`` of an input made of width-wide parts."""
+        return [("dense_1", self.dense_1.kernel[token * width:(token + 1) * width])]
+
+    def from_inputs(self, products: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """Mixing weights [N, num_outputs] from x W_1 [N, hidden] (Eq. 15)."""
+        hidden = tf.nn.relu(products["dense_1"] + self.dense_1.bias)
+        return tf.nn.softmax(self.dense_2(hidden), axis=-1)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -297,24 +309,17 @@ class SoftmaxGate(tf.keras.layers.Layer):
 
 
 @tf.keras.utils.register_keras_serializable(package="tfgb")
-class MultiHeadTaskBlock(tf.keras.layers.Layer):
-    """MAMGBR's multi-task block: attention experts and softmax gates for tasks A, B and S.
+class MultiHeadTaskBlock(TaskBlock):
+    """MAMGBR's multi-task block: MGBR's wiring with attention experts and softmax gates.
 
-    Same structure and interface as :class:`tfgb.layers.mtl.MultiTaskBlock` (Eq. 7-15 of
-    MGBR), with the experts and gates of MAMGBR (Sec. 3.4-3.5, Eq. 15; see the module
-    docstring). Per layer l (1-based), sub-layers named `l{l}_...`:
-
-        experts_a, experts_b, experts_s: :class:`AttentionExperts` over the token sequences
-            layer 1: (e_u, e_i, e_p) for all three; later: (g_A, g_S), (g_B, g_S),
-            (g_A, g_S, g_B); shared=False: (g_A) and (g_B) and no S,
-        gate_a [2K] over [E_A; E_S], gate_b [2K] over [E_B; E_S], gate_s [3K] over
-            [E_A; E_S; E_B] (not at the last layer: g^L_S feeds nothing); shared=False: [K],
-        gate_a_ui, gate_a_ip, gate_a_up, gate_b_ui, gate_b_ip, gate_b_up [K] on the pairs
-            (e_u||e_i), (e_i||e_p), (e_u||e_p) when alpha != 0 (adjusted gates, Eq. 11-13 of
-            MGBR): A mixes E_A by (u,i) and E_S by (i,p), (u,p); B mixes E_S by (u,i) and E_B
-            by (i,p), (u,p) (E_S -> E_A / E_B when shared=False),
-
-    all gates :class:`SoftmaxGate`. Outputs g^L_A and g^L_B.
+    A :class:`~tfgb.layers.mtl.TaskBlock` (Eq. 7-15 of MGBR) whose experts are
+    :class:`AttentionExperts` and whose gates (generic and adjusted) are :class:`SoftmaxGate`
+    (Sec. 3.4-3.5, Eq. 15 of MAMGBR; see the module docstring). Sub-layers of layer l (1-based):
+    ``l{l}_expert_a``, ``_b``, ``_s`` over the tokens (e_u, e_i, e_p) at layer 1, then (g_A, g_S),
+    (g_B, g_S), (g_A, g_S, g_B) (shared=False: (g_A), (g_B), no S); ``l{l}_gate_a`` [2K],
+    ``l{l}_gate_b`` [2K], ``l{l}_gate_s`` [3K] (not at the last layer), shared=False: [K]; and when
+    alpha != 0 ``l{l}_gate_a_ui``, ... ``l{l}_gate_b_up`` [K] on the pairs (e_u||e_i), (e_i||e_p),
+    (e_u||e_p). Outputs g^L_A and g^L_B.
 
     Args:
         dim: Expert and gate output width d.
@@ -347,191 +352,31 @@ class MultiHeadTaskBlock(tf.keras.layers.Layer):
         momentum: float = 0.9,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        if dim < 1 or num_experts < 1 or num_layers < 1 or num_heads < 1:
-            raise ValueError(
-                f"MultiHeadTaskBlock needs dim, num_experts, num_layers and num_heads >= 1, got dim={dim}, "
-                f"num_experts={num_experts}, num_layers={num_layers}, num_heads={num_heads}."
-            )
-        self.dim = int(dim)
-        self.num_experts = int(num_experts)
-        self.num_layers = int(num_layers)
+        if num_heads < 1:
+            raise ValueError(f"MultiHeadTaskBlock needs num_heads >= 1, got num_heads={num_heads}.")
+        super().__init__(dim, num_experts, num_layers, alpha=alpha, shared=shared, **kwargs)
         self.num_heads = int(num_heads)
-        self.alpha = float(alpha)
-        self.shared = bool(shared)
         self.attention = bool(attention)
         self.dropout = float(dropout)
         self.ffn_hidden = int(ffn_hidden) if ffn_hidden else 2 * self.dim
         self.gate_hidden = int(gate_hidden) if gate_hidden else self.dim
         self.momentum = float(momentum)
 
-    def _experts(self, name: str) -> AttentionExperts:
+    def make_experts(self, name: str) -> AttentionExperts:
         return AttentionExperts(self.num_experts, self.dim, self.num_heads, hidden=self.ffn_hidden,
                                 dropout=self.dropout, attention=self.attention, momentum=self.momentum, name=name)
 
-    def build(self, input_shape: tf.TensorShape) -> None:
-        """Creates every expert and gate of the L layers.
+    def make_gate(self, name: str, num_outputs: int) -> SoftmaxGate:
+        return SoftmaxGate(num_outputs, self.gate_hidden, name=name)
 
-        Args:
-            input_shape: Shape of e_u, [N, w]; e_i and e_p must have the same width w.
-        """
-        if isinstance(input_shape, Rows):
-            input_shape = input_shape.table
-        width = tf.TensorShape(input_shape)[-1]
-        if width is None:
-            raise ValueError("MultiHeadTaskBlock needs a known embedding width (last axis).")
-        self.input_width = w = int(width)
-        k, d = self.num_experts, self.dim
-        groups = 2 if self.shared else 1
-        self.blocks: list[dict[str, tf.keras.layers.Layer]] = []
-        for layer in range(1, self.num_layers + 1):
-            if layer == 1:
-                tokens_ab = tokens_s = (3, w)
-            else:
-                tokens_ab, tokens_s = ((2, d) if self.shared else (1, d)), (3, d)
-            parts: dict[str, tf.keras.layers.Layer] = {}
-            shapes: dict[str, tf.TensorShape] = {}
-            for task in _TASKS:
-                parts[f"experts_{task}"] = self._experts(f"l{layer}_experts_{task}")
-                shapes[f"experts_{task}"] = tf.TensorShape([None, *tokens_ab])
-                parts[f"gate_{task}"] = SoftmaxGate(groups * k, self.gate_hidden, name=f"l{layer}_gate_{task}")
-                shapes[f"gate_{task}"] = tf.TensorShape([None, tokens_ab[0] * tokens_ab[1]])
-            if self.shared:
-                parts["experts_s"] = self._experts(f"l{layer}_experts_s")
-                shapes["experts_s"] = tf.TensorShape([None, *tokens_s])
-                if layer < self.num_layers:
-                    parts["gate_s"] = SoftmaxGate(3 * k, self.gate_hidden, name=f"l{layer}_gate_s")
-                    shapes["gate_s"] = tf.TensorShape([None, tokens_s[0] * tokens_s[1]])
-            if self.alpha != 0.0:
-                for name in ("a_ui", "a_ip", "a_up", "b_ui", "b_ip", "b_up"):
-                    parts[f"gate_{name}"] = SoftmaxGate(k, self.gate_hidden, name=f"l{layer}_gate_{name}")
-                    shapes[f"gate_{name}"] = tf.TensorShape([None, 2 * w])
-            for name, part in parts.items():
-                with tf.name_scope(part.name):  # variables named l1_experts_a/query etc.
-                    part.build(shapes[name])
-            self.blocks.append(parts)
-        super().build(input_shape)
-
-    supports_rows = True  # call() accepts Rows for e_u, e_i, e_p
-
-    def _first_layer_projections(self, parts: dict[str, tf.Tensor | Rows], run: set[str]) -> dict:
-        """Everything linear in e_u, e_i or e_p alone, with one matmul per part.
-
-        Layer 1's experts see the tokens (e_u, e_i, e_p) and its gates g^0 = e_u || e_i || e_p; the
-        adjusted gates of every layer see pairs of them. Their Q/K/V projections (or, without
-        attention, W_1), and the first dense layer of those gates, are sums or stacks of
-        per-part products; a :class:`~tfgb.layers.mtl.Rows` part is projected per distinct entity.
-
-        Returns:
-            {key: [N, columns]} with keys ("experts_a", name, token), ("gate_a", token) and
-            (layer, "gate_a_ui", j) etc.
-        """
-        w = self.input_width
-        plan: dict[str, list[tuple[tuple, tf.Tensor]]] = {part: [] for part in "uip"}
-        first = self.blocks[0]
-        for group in sorted(run | ({"s"} if self.shared else set())):
-            experts = first[f"experts_{group}"]
-            for t, part in enumerate("uip"):
-                plan[part] += [((f"experts_{group}", name, t), kernel) for name, kernel in experts.token_kernels(t)]
-                if f"gate_{group}" in first:  # no gate S at the last layer
-                    plan[part].append(((f"gate_{group}", t), first[f"gate_{group}"].token_kernel(t, w)))
-        if self.alpha != 0.0:
-            for layer, block in enumerate(self.blocks):
-                for task in sorted(run):
-                    for pair in ("ui", "ip", "up"):
-                        name = f"gate_{task}_{pair}"
-                        for j, part in enumerate(pair):
-                            plan[part].append(((layer, name, j), block[name].token_kernel(j, w)))
-        out = {}
-        for part, entries in plan.items():
-            if entries:
-                out.update(zip([key for key, _ in entries], project(parts[part], [k for _, k in entries])))
-        return out
-
-    def call(
-        self,
-        e_u: tf.Tensor | Rows,
-        e_i: tf.Tensor | Rows,
-        e_p: tf.Tensor | Rows,
-        training: bool | None = None,
-        tasks: Sequence[str] = _TASKS,
-    ) -> dict[str, tf.Tensor]:
-        """Runs the L expert/gate layers on rows of (initiator, item, participant).
-
-        Args:
-            e_u: Initiator embeddings [N, w] (w = 2d in MAMGBR, Eq. 4), dense or as
-                :class:`~tfgb.layers.mtl.Rows` (each distinct entity is projected once).
-            e_i: Item embeddings [N, w] (Eq. 5), dense or Rows.
-            e_p: Participant embeddings [N, w] (Eq. 6), dense or Rows.
-            training: Training mode (BatchNorm batch statistics, dropout) or inference mode.
-            tasks: Outputs to compute, a subset of ("a", "b"). With shared=False the paths are
-                independent and only the ones asked for are run; with shared experts all run.
-
-        Returns:
-            Dict with "a": g^L_A [N, dim] and/or "b": g^L_B [N, dim].
-        """
-        tasks = tuple(tasks)
-        if not tasks or any(task not in _TASKS for task in tasks):
-            raise ValueError(f"MultiHeadTaskBlock tasks must be a non-empty subset of {_TASKS}, got {tasks}.")
-        parts = {"u": e_u, "i": e_i, "p": e_p}
-        for name, x in (("e_i", e_i), ("e_p", e_p)):
-            width = (x.table if isinstance(x, Rows) else x).shape[-1]
-            if width is not None and width != self.input_width:
-                raise ValueError(f"MultiHeadTaskBlock: {name} has width {width}, expected {self.input_width} like e_u.")
-        run = set(_TASKS) if self.shared else set(tasks)
-        projected = self._first_layer_projections(parts, run)
-        g: dict[str, tf.Tensor] = {}
-        for layer, block in enumerate(self.blocks):
-            groups = run | ({"s"} if self.shared else set())
-            experts: dict[str, tf.Tensor] = {}
-            gates: dict[str, tf.Tensor] = {}
-            for group in sorted(groups):
-                if layer == 0:  # tokens (e_u, e_i, e_p), Eq. 15 of MGBR
-                    names = [name for name, _ in block[f"experts_{group}"].token_kernels(0)]
-                    experts[group] = block[f"experts_{group}"].from_projections(
-                        {name: [projected[(f"experts_{group}", name, t)] for t in range(3)] for name in names},
-                        training)
-                    if f"gate_{group}" in block:
-                        gates[group] = block[f"gate_{group}"].from_projection(
-                            tf.add_n([projected[(f"gate_{group}", t)] for t in range(3)]))
-                    continue
-                if not self.shared:
-                    tokens = [g[group]]
-                elif group == "s":
-                    tokens = [g["a"], g["s"], g["b"]]
-                else:
-                    tokens = [g[group], g["s"]]
-                experts[group] = block[f"experts_{group}"](tf.stack(tokens, axis=1), training=training)
-                if f"gate_{group}" in block:
-                    gates[group] = block[f"gate_{group}"](tf.concat(tokens, axis=-1))
-            new = {}
-            for task in run:
-                own = experts[task]
-                other = experts["s"] if self.shared else own
-                out = mix_experts(gates[task], [own, other] if self.shared else [own])  # generic gate, Eq. 10 / 13 of MGBR
-                if self.alpha != 0.0:
-                    ui_group, pair_group = (own, other) if task == "a" else (other, own)
-                    adjusted = {pair: block[f"gate_{task}_{pair}"].from_projection(
-                        projected[(layer, f"gate_{task}_{pair}", 0)] + projected[(layer, f"gate_{task}_{pair}", 1)])
-                        for pair in ("ui", "ip", "up")}
-                    out += self.alpha * (  # adjusted gates, Eq. 11-13 of MGBR
-                        mix_experts(adjusted["ui"], [ui_group]) + mix_experts(adjusted["ip"], [pair_group])
-                        + mix_experts(adjusted["up"], [pair_group]))
-                new[task] = out
-            if "s" in gates:  # g^L_S feeds nothing at the last layer
-                new["s"] = mix_experts(gates["s"], [experts["a"], experts["s"], experts["b"]])  # Eq. 14 of MGBR
-            g.update(new)
-        return {task: g[task] for task in tasks}
+    def rows_independent(self, training: bool | None) -> bool:
+        """Only in inference mode: in training the experts' BatchNorm uses the batch's statistics."""
+        return not training
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
-            dim=self.dim,
-            num_experts=self.num_experts,
-            num_layers=self.num_layers,
             num_heads=self.num_heads,
-            alpha=self.alpha,
-            shared=self.shared,
             attention=self.attention,
             dropout=self.dropout,
             ffn_hidden=self.ffn_hidden,

@@ -33,8 +33,8 @@ import tensorflow as tf
 from tfgb.config import ModelConfig, TrainConfig
 from tfgb.layers.attention import MultiHeadTaskBlock
 from tfgb.layers.gcn import MultiViewGCN
-from tfgb.layers.mtl import Rows
-from tfgb.models.mgbr import MGBR, standardize, trim
+from tfgb.layers.layout import columns, width
+from tfgb.models.mgbr import MGBR, standardize
 
 
 class MAMGBR(MGBR):
@@ -81,17 +81,11 @@ class MAMGBR(MGBR):
         emb["mean_p"] = tf.reduce_mean(emb["users_p"], axis=0)
         return self._with_biases(emb)
 
-    def _block(self, e_u, e_i, e_p, training: bool, a_until=None, b_from=None, **options) -> dict[str, tf.Tensor]:
-        """The block on rows given densely or as :class:`~tfgb.layers.mtl.Rows` (ranges as in MGBR)."""
+    def _block_calls(self, e_u, e_i, e_p, tasks: tuple[str, ...]) -> list[tuple[tuple, tuple[str, ...]]]:
+        """One block call for all tasks; with separate tasks (MAMGBR-M) one per task, task A on GCN_A's
+        half of every embedding and task B on GCN_B's."""
         if not self.separate_tasks:
-            return super()._block(e_u, e_i, e_p, training, a_until, b_from, **options)
-        # MAMGBR-M: task A sees only GCN_A's half of every embedding, task B only GCN_B's.
-        width = (e_u.table if isinstance(e_u, Rows) else e_u).shape[-1] // 2
-
-        def half(x, columns: slice):
-            return Rows(x.table[:, columns], x.index) if isinstance(x, Rows) else x[:, columns]
-
-        first = [half(x, slice(None, width)) for x in (e_u, e_i, e_p)]
-        second = [half(x, slice(width, None)) for x in (e_u, e_i, e_p)]
-        return trim({"a": self.mtl(*first, training=training, tasks=("a",))["a"],
-                     "b": self.mtl(*second, training=training, tasks=("b",))["b"]}, a_until, b_from)
+            return super()._block_calls(e_u, e_i, e_p, tasks)
+        half = width(e_u) // 2
+        cols = {"a": slice(None, half), "b": slice(half, None)}
+        return [(tuple(columns(x, cols[task]) for x in (e_u, e_i, e_p)), (task,)) for task in tasks]

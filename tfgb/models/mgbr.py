@@ -6,18 +6,17 @@ BPR losses use the logits directly). The loss is Eq. 25:
 """
 from __future__ import annotations
 
+import contextlib
+
 import tensorflow as tf
 
 from tfgb.config import ConfigError, ModelConfig, TrainConfig
+from tfgb.layers import fused
+from tfgb.layers.batch_rows import TrainingRows
 from tfgb.layers.gcn import MultiViewGCN
-from tfgb.layers.mtl import (
-    MultiTaskBlock,
-    PredictionHead,
-    Rows,
-    Tiled,
-    materialize,
-    to_rows,
-)
+from tfgb.layers.heads import PredictionHead
+from tfgb.layers.layout import Rows, Tiled, materialize
+from tfgb.layers.mtl import MultiTaskBlock
 from tfgb.models.base import GroupBuyingModel
 from tfgb.tasks import bpr_task, listwise_task
 
@@ -33,9 +32,9 @@ def standardize(x: tf.Tensor, epsilon: float = 1e-6) -> tf.Tensor:
 
 
 def trim(g: dict[str, tf.Tensor], a_until=None, b_from=None) -> dict[str, tf.Tensor]:
-    """Rows ``[0, a_until)`` of g["a"] and ``[b_from, N)`` of g["b"] (None = all)."""
-    return {"a": g["a"] if a_until is None else g["a"][:a_until],
-            "b": g["b"] if b_from is None else g["b"][b_from:]}
+    """Rows ``[0, a_until)`` of g["a"] and ``[b_from, N)`` of g["b"] (None = all), for the tasks in ``g``."""
+    bounds = {"a": slice(None, a_until), "b": slice(b_from, None)}
+    return {task: value[bounds[task]] for task, value in g.items()}
 
 
 class MGBR(GroupBuyingModel):
@@ -114,41 +113,49 @@ class MGBR(GroupBuyingModel):
             return 0.0
         return tf.reshape(tf.gather(emb[key], tf.reshape(ids, [-1])), tf.shape(ids))
 
-    def _block(self, e_u, e_i, e_p, training: bool, a_until=None, b_from=None, **options) -> dict[str, tf.Tensor]:
-        """The multi-task block on rows given densely or as :class:`~tfgb.layers.mtl.Rows`.
+    # The block runs by its fused path (tfgb.layers.fused) in training and scoring; ``readable_block``
+    # switches to its readable call (tfgb.layers.mtl): the same values from the same weights.
+    fused_block = True
 
-        ``a_until`` / ``b_from``: only rows ``[0, a_until)`` need g^L_A and only rows ``[b_from, N)``
-        need g^L_B; the outputs are those row ranges (a block that cannot skip the rest computes
-        every row and is sliced). ``options`` go to the block as they are (e.g. ``out_kernels``).
+    @contextlib.contextmanager
+    def readable_block(self):
+        """Within: the block runs as its readable ``call`` on dense rows instead of the fused path.
+
+        Functions traced within keep that path (the tests compare the two, the bench times them).
         """
-        if not getattr(self.mtl, "supports_rows", False):
-            e_u, e_i, e_p = (materialize(x) for x in (e_u, e_i, e_p))
-        if getattr(self.mtl, "supports_row_ranges", False):
-            return self.mtl(e_u, e_i, e_p, training=training, a_until=a_until, b_from=b_from, **options)
-        return trim(self.mtl(e_u, e_i, e_p, training=training, **options), a_until, b_from)
+        self.fused_block = False
+        try:
+            yield self
+        finally:
+            del self.fused_block
 
-    def _logit(self, head: tf.keras.layers.Layer, g: tf.Tensor, training: bool) -> tf.Tensor:
-        return tf.reshape(head(g, training=training), [-1])
+    def _block_calls(self, e_u, e_i, e_p, tasks: tuple[str, ...]) -> list[tuple[tuple, tuple[str, ...]]]:
+        """The block calls that give ``tasks``, as ((e_u, e_i, e_p), tasks) pairs: one call for all."""
+        return [((e_u, e_i, e_p), tasks)]
 
-    def _logits(self, e_u, e_i, e_p, training: bool, a_until=None, b_from=None) -> dict[str, tf.Tensor]:
-        """Head logits of the block's rows: task A's for rows ``[0, a_until)``, task B's for ``[b_from, N)``.
+    def _logits(self, e_u, e_i, e_p, training: bool, tasks: tuple[str, ...] = ("a", "b"), a_until=None,
+                b_from=None) -> dict[str, tf.Tensor]:
+        """Head logits (Eq. 16-17) of the block's rows: task A's for rows ``[0, a_until)``, B's for ``[b_from, N)``.
 
-        When the block supports it, the heads' first Dense kernels go into the block
-        (``out_kernels``), which folds them into its last layer's experts: the same logits up to
-        rounding, with fewer FLOPs (an expert's kernel then has the head's hidden width of columns).
+        The fused path takes the rows as :class:`~tfgb.layers.layout.Rows` or ``Tiled`` and the heads'
+        first Dense kernels (``out_kernels``, folded into the last layer's experts where that saves
+        work); the readable path runs the block on dense rows, then the heads. The same logits up to
+        rounding.
         """
-        if not getattr(self.mtl, "supports_tiles", False):
-            e_u, e_i, e_p = (to_rows(x) if isinstance(x, Tiled) else x for x in (e_u, e_i, e_p))
-        if getattr(self.mtl, "supports_out_kernels", False):
-            for head in (self.head_a, self.head_b):
-                if not head.built:  # its weights are created by a first call, under its own name scope
-                    head(tf.zeros([1, self.mtl.dim]))
-            z = self._block(e_u, e_i, e_p, training, a_until=a_until, b_from=b_from,
-                            out_kernels={"a": self.head_a.first_kernel, "b": self.head_b.first_kernel})
-            return {task: tf.reshape(head.from_first_product(z[task]), [-1])
-                    for task, head in (("a", self.head_a), ("b", self.head_b))}
-        g = self._block(e_u, e_i, e_p, training, a_until=a_until, b_from=b_from)
-        return {"a": self._logit(self.head_a, g["a"], training), "b": self._logit(self.head_b, g["b"], training)}
+        heads = {"a": self.head_a, "b": self.head_b}
+        logits = {}
+        for (u, i, p), call_tasks in self._block_calls(e_u, e_i, e_p, tasks):
+            if self.fused_block:
+                for task in call_tasks:
+                    if not heads[task].built:  # its weights are created by a first call, under its own name scope
+                        heads[task](tf.zeros([1, self.mtl.dim]))
+                z = fused.run(self.mtl, u, i, p, training=training, tasks=call_tasks, a_until=a_until, b_from=b_from,
+                              out_kernels={task: heads[task].first_kernel for task in call_tasks})
+                logits.update({task: heads[task].from_first_product(z[task]) for task in call_tasks})
+            else:
+                g = self.mtl(materialize(u), materialize(i), materialize(p), training=training, tasks=call_tasks)
+                logits.update({task: heads[task](x, training=training) for task, x in trim(g, a_until, b_from).items()})
+        return {task: tf.reshape(x, [-1]) for task, x in logits.items()}
 
     @staticmethod
     def _candidate_rows(per_list: list[tf.Tensor], per_cell: tf.Tensor, b: tf.Tensor, c) -> list[Rows | Tiled]:
@@ -168,17 +175,15 @@ class MGBR(GroupBuyingModel):
         b, c = tf.shape(candidates)[0], candidates.shape[1] or tf.shape(candidates)[1]
         e_u, e_p, e_i = self._candidate_rows([tf.gather(emb["users_i"], initiator), emb["mean_p"][None, :]],
                                              tf.gather(emb["items"], tf.reshape(candidates, [-1])), b, c)
-        logits = self._logits(e_u, e_i, e_p, training, b_from=b * c)
-        logits = tf.reshape(logits["a"], [b, c])
+        logits = tf.reshape(self._logits(e_u, e_i, e_p, training, tasks=("a",))["a"], [b, c])
         return logits + self._bias(emb, "item_bias", candidates)
 
     def score_participants(self, emb, initiator, item, candidates, training=False):
         b, c = tf.shape(candidates)[0], candidates.shape[1] or tf.shape(candidates)[1]
         e_u, e_i, e_p = self._candidate_rows([tf.gather(emb["users_i"], initiator), tf.gather(emb["items"], item)],
                                              tf.gather(emb["users_p"], tf.reshape(candidates, [-1])), b, c)
-        logits = self._logits(e_u, e_i, e_p, training, a_until=0)
-        return (tf.reshape(logits["b"], [b, c])
-                + self._bias(emb, "participant_bias", candidates))
+        logits = tf.reshape(self._logits(e_u, e_i, e_p, training, tasks=("b",))["b"], [b, c])
+        return logits + self._bias(emb, "participant_bias", candidates)
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         """Score candidate matrices: ``{"items": [B, C], "participants": [B, C]}`` for the keys given."""
@@ -271,74 +276,31 @@ class MGBR(GroupBuyingModel):
                              training: bool = False) -> tf.Tensor:
         """Eq. 25 on one batch of :func:`tfgb.data.stream` triples.
 
-        All rows of the batch (task A positives/negatives with e_p = mean user, task B
-        positives/negatives, and the 2|T| auxiliary rows per triple) go through the multi-task
-        block in one call; each row is scored independently.
+        Every row of the batch (:class:`~tfgb.layers.batch_rows.TrainingRows`: task A's positives and
+        negatives with e_p = the mean participant, the 2|T| auxiliary rows per triple, task B's positives
+        and negatives) goes through the multi-task block in one call; each row is scored independently.
         """
-        u = inputs["initiator"]
-        b = tf.shape(u)[0]
-        seq = tf.range(b)
-        zeros = tf.zeros_like(seq)
-        # Distinct embeddings of the batch; every row below refers to them by index (Rows), so the
-        # block projects each initiator, item and participant once, however many rows share it.
-        # item_ids / part_ids: the id of each table row (task A's mean participant has none: -1).
-        item_ids = [inputs["item"], inputs["neg_item"]]
-        part_ids = [-tf.ones_like(u[:1]), inputs["participant"], inputs["neg_participant"]]
-        # Rows, ordered so that task A's rows come first and task B's last (the block's last layer
-        # computes each task only where its score is used): A+ (u, i, mean), A- (u, i-, mean),
-        # then with the auxiliary losses T^P (u, i, p') [A only] and T^I (u, i', p) [A and B],
-        # then B+ (u, i, p), B- (u, i, p-). Per part and block of rows: (slots, repeat), the row r of
-        # the block referring to slot slots[r // repeat] (the aux rows of a triple share its
-        # initiator, and its item (T^P) or participant (T^I): given once per triple, see Tiled).
-        blocks = {"u": [(tf.concat([seq, seq], 0), 1)], "i": [(tf.concat([seq, b + seq], 0), 1)],
-                  "p": [(tf.concat([zeros, zeros], 0), 1)]}
-        t = 0
-        if self.aux_losses:
-            t = inputs["aux_items"].shape[1]  # static (the stream's aux_size)
-            if t is None:
-                raise ValueError("MGBR needs the aux set size as a static shape (aux_items [B, T])")
-            flat = tf.range(b * t)
-            item_ids.append(tf.reshape(inputs["aux_items"], [-1]))
-            part_ids.append(tf.reshape(inputs["aux_participants"], [-1]))
-            blocks["u"] += [(seq, t), (seq, t)]
-            blocks["i"] += [(seq, t), (2 * b + flat, 1)]  # T^P: (u, i, p'); T^I: (u, i', p)
-            blocks["p"] += [(1 + 2 * b + flat, 1), (1 + seq, t)]
-        blocks["u"].append((tf.concat([seq, seq], 0), 1))
-        blocks["i"].append((tf.concat([seq, seq], 0), 1))
-        blocks["p"].append((tf.concat([1 + seq, 1 + b + seq], 0), 1))
-        a_until, b_from = 2 * b + 2 * b * t, 2 * b + b * t
-        item_ids, part_ids = tf.concat(item_ids, 0), tf.concat(part_ids, 0)
-        # One table row per distinct id: a batch of B triples refers to B(2+T) item and participant
-        # slots, and the negatives and aux sets repeat ids (Beibei, B=1024, T=99: ~29k distinct
-        # items of 103k slots), so the block projects each distinct entity once. tf.unique keeps
-        # first occurrences in order, so task A's mean participant (-1, first) stays row 0.
-        item_ids, item_row = tf.unique(item_ids)
-        part_ids, part_row = tf.unique(part_ids)
-        blocks["i"] = [(tf.gather(item_row, slots), r) for slots, r in blocks["i"]]
-        blocks["p"] = [(tf.gather(part_row, slots), r) for slots, r in blocks["p"]]
-        users = tf.gather(emb["users_i"], u)  # [B, w]
-        items = tf.gather(emb["items"], item_ids)
-        parts = tf.concat([emb["mean_p"][None, :], tf.gather(emb["users_p"], part_ids[1:])], 0)
+        rows = TrainingRows(inputs, aux=self.aux_losses)
+        # The batch's distinct entities: the block projects each initiator, item and participant once.
+        users = tf.gather(emb["users_i"], inputs["initiator"])
+        items = tf.gather(emb["items"], rows.item_ids)
+        parts = tf.concat([emb["mean_p"][None, :], tf.gather(emb["users_p"], rows.participant_ids[1:])], 0)
         # model.embedding_dropout: one mask per distinct entity of the batch, shared by every row that
         # refers to it (e.g. an initiator's mask by all 4 + 2|T| rows of its triple).
         users, items, parts = (self.embedding_dropout(x, training=training) for x in (users, items, parts))
-        e_u, e_i, e_p = (Tiled(table, tuple(blocks[key])) for key, table in (("u", users), ("i", items), ("p", parts)))
-        logits = self._logits(e_u, e_i, e_p, training, a_until=a_until, b_from=b_from)
-        logit_a, logit_b = logits["a"], logits["b"]  # task A: A+, A-, T^P, T^I; task B: T^I, B+, B-
+        logits = self._logits(*rows.parts(users, items, parts), training, a_until=rows.a_until, b_from=rows.b_from)
+        a, b = rows.split(logits["a"], "a"), rows.split(logits["b"], "b")
         if self.use_bias:  # the item of every task-A row, the participant of every task-B row
-            logit_a += self._bias(emb, "item_bias", tf.gather(item_ids, to_rows(e_i).index[:a_until]))
-            logit_b += self._bias(emb, "participant_bias", tf.gather(part_ids, to_rows(e_p).index[b_from:]))
-        pos_a, neg_a = logit_a[:b], logit_a[b: 2 * b]
-        pos_b, neg_b = logit_b[b * t: b * t + b], logit_b[b * t + b:]
-        dummy = tf.zeros_like(pos_a)
-        loss = self.task_a(dummy, tf.stack([pos_a, neg_a], 1), training=training)
-        loss += self.beta * self.task_b(dummy, tf.stack([pos_b, neg_b], 1), training=training)
+            a = {segment: x + self._bias(emb, "item_bias", rows.ids[segment]["i"]) for segment, x in a.items()}
+            b = {segment: x + self._bias(emb, "participant_bias", rows.ids[segment]["p"]) for segment, x in b.items()}
+        dummy = tf.zeros_like(a["a_pos"])
+        loss = self.task_a(dummy, tf.stack([a["a_pos"], a["a_neg"]], 1), training=training)  # Eq. 19
+        loss += self.beta * self.task_b(dummy, tf.stack([b["b_pos"], b["b_neg"]], 1), training=training)
         if self.aux_losses:
-            # Each triple's list is [T^I_t ; T^P_t], [B, 2T], with y = 1 on T^P (Eq. 20-21).
-            aux_tp = tf.reshape(logit_a[2 * b: 2 * b + b * t], [b, t])
-            aux_ti = tf.reshape(logit_a[2 * b + b * t:], [b, t])
-            labels = tf.concat([tf.zeros([b, t]), tf.ones([b, t])], 1)
-            loss += self.beta_a * self.aux_task_a(labels, tf.concat([aux_ti, aux_tp], 1), training=training)
-            aux_b = tf.reshape(logit_b[: b * t], [b, t])  # s(p|u, i') of T^I (Eq. 24)
-            loss += self.beta_b * self.aux_task_b(dummy, tf.concat([pos_b[:, None], aux_b], 1), training=training)
+            # Each triple's list is [T^I ; T^P], [B, 2T], with y = 1 on T^P (Eq. 20-21).
+            labels = tf.concat([tf.zeros_like(a["ti"]), tf.ones_like(a["tp"])], 1)
+            loss += self.beta_a * self.aux_task_a(labels, tf.concat([a["ti"], a["tp"]], 1), training=training)
+            # s(p|u, i) of the positive against s(p|u, i') of T^I (Eq. 24).
+            loss += self.beta_b * self.aux_task_b(dummy, tf.concat([b["b_pos"][:, None], b["ti"]], 1),
+                                                  training=training)
         return loss
