@@ -17,18 +17,26 @@ def _resolve(env: dict, command: bool = True, jemalloc: str | None = JEMALLOC, l
     return allocator.resolve(env, command, jemalloc, loaded)
 
 
-def test_default_is_bfc_without_jemalloc_and_in_a_library_process():
-    env: dict = {}
+def test_default_is_bfc_for_commands_and_libraries_with_or_without_jemalloc():
+    for command, jemalloc in ((True, JEMALLOC), (True, None), (False, JEMALLOC)):
+        env: dict = {}
+        choice, reexec = _resolve(env, command=command, jemalloc=jemalloc)
+        assert (choice.allocator, reexec, env["TF_CPU_ALLOCATOR_USE_BFC"]) == ("bfc", None, "true")
+
+
+def test_jemalloc_without_the_library_or_outside_a_command_falls_back_to_bfc():
+    env: dict = {"TFGB_ALLOCATOR": "jemalloc"}
     choice, reexec = _resolve(env, jemalloc=None)
     assert (choice.allocator, reexec, env["TF_CPU_ALLOCATOR_USE_BFC"]) == ("bfc", None, "true")
     assert "no libjemalloc" in choice.reason
-    env = {}
+    env = {"TFGB_ALLOCATOR": "jemalloc"}
     choice, reexec = _resolve(env, command=False)  # import tfgb in a notebook: cannot preload any more
     assert (choice.allocator, reexec, env["TF_CPU_ALLOCATOR_USE_BFC"]) == ("bfc", None, "true")
+    assert "not a tfgb command" in choice.reason
 
 
 def test_a_command_reexecutes_once_with_jemalloc():
-    env: dict = {"LD_PRELOAD": "/opt/libother.so"}
+    env: dict = {"LD_PRELOAD": "/opt/libother.so", "TFGB_ALLOCATOR": "jemalloc"}
     choice, reexec = _resolve(env)
     assert choice.allocator == "jemalloc" and reexec is not None
     assert reexec["LD_PRELOAD"] == f"{JEMALLOC}:/opt/libother.so"
@@ -50,7 +58,7 @@ def test_user_settings_win():
         before = dict(env)
         choice, reexec = _resolve(env)
         assert (choice.allocator, reexec, env) == ("user", None, before)
-    env = {"TFGB_ALLOCATOR": "jemalloc", "MALLOC_CONF": "narenas:2"}
+    env = {"TFGB_ALLOCATOR": "jemalloc", "MALLOC_CONF": "narenas:2"}  # the user's own jemalloc settings
     _, reexec = _resolve(env)
     assert reexec["MALLOC_CONF"] == "narenas:2"
 
@@ -111,9 +119,10 @@ def test_a_bad_value_stops_a_command_with_one_sentence():
 
 
 @pytest.mark.skipif(allocator.jemalloc_library() is None, reason="this system has no libjemalloc")
-def test_a_command_runs_with_jemalloc_preloaded_when_the_system_has_it():
+def test_a_command_runs_with_jemalloc_preloaded_when_asked_and_the_system_has_it():
     clean = {k: v for k, v in os.environ.items() if k not in bench_allocators.USER_VARIABLES}
-    out = subprocess.run([sys.executable, "-m", "tfgb.bench", "allocator"], env=clean, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "tfgb.bench", "allocator"], env={**clean, "TFGB_ALLOCATOR": "jemalloc"},
+                         capture_output=True,
                          text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0].split() == ["allocator", "jemalloc"]
@@ -129,6 +138,12 @@ def test_bench_allocator_options():
     argv = ["train", "--steps", "2", "--allocators", "bfc,system", "--report-json=x", "--set", "a=b"]
     assert bench_allocators.strip_option(bench_allocators.strip_option(argv, "--allocators"), "--report-json") == [
         "train", "--steps", "2", "--set", "a=b"]
+
+
+def test_rounds_report_the_median_of_each_figure():
+    runs = [{"title": "t", "values": {"s": s}, "process": {"rss": r}} for s, r in ((3.0, 1.0), (1.0, 5.0), (2.0, 2.0))]
+    assert bench_allocators.median_of(runs) == {"title": "t", "values": {"s": 2.0}, "process": {"rss": 2.0}}
+    assert "medians of 3 rounds" in bench_allocators.format_table({"bfc": bench_allocators.median_of(runs)}, 3)
 
 
 def test_side_by_side_table_has_every_figure_and_the_ratios():
@@ -147,9 +162,10 @@ def test_bench_train_side_by_side_runs_each_allocator_in_its_own_process(capsys)
     from tfgb import bench
 
     small = ["--set", "data.synth.groups=300", "--set", "data.synth.users=120", "--set", "data.synth.items=150",
-             "--set", "model.embedding_dim=8", "--steps", "1"]
+             "--set", "model.mgbr.embedding_dim=8", "--steps", "1"]
     assert bench.main(["train", *small, "--allocators", "bfc,system"]) == 0
     out = capsys.readouterr().out
+    assert out.count("=== allocator bfc") == 1 and out.count("=== allocator system") == 1
     table = out[out.index("allocators side by side"):].splitlines()
     rows = {line.split("  ")[1].strip(): line for line in table[2:] if line.strip()}
     for key in ("seconds per step", "block / dense matmul", "system share of CPU", "minor page faults (M)",

@@ -1,8 +1,6 @@
 """Tests for the baselines (LightGCN, NGCF, GBMF, popularity) and MAMGBR as models, on hand-made groups."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -15,6 +13,7 @@ from tfgb import models
 from tfgb.config import Config
 from tfgb.data.graphs import build_graphs
 from tfgb.data.groups import DealGroups
+from tfgb.models.context import ModelContext
 from tfgb.models.dot import user_item_graph
 from tfgb.models.gbmf import friend_mean_graph
 
@@ -37,8 +36,12 @@ def graphs() -> dict[str, tf.sparse.SparseTensor]:
 
 def config(name: str) -> Config:
     c = Config()
-    c.model = dataclasses.replace(c.model, name=name, embedding_dim=4, gcn_layers=2, num_experts=2, mtl_layers=2,
-                                  heads=2, mlp_hidden=[4])
+    c.model.name = name
+    section = getattr(c.model, models.entry(name).section)
+    for key, value in {"embedding_dim": 4, "gcn_layers": 2, "num_experts": 2, "mtl_layers": 2, "heads": 2,
+                           "mlp_hidden": [4]}.items():
+        if hasattr(section, key):
+            setattr(section, key, value)
     return models.resolve(c)
 
 
@@ -70,7 +73,7 @@ def test_user_item_graph_is_the_normalized_bipartite_graph(graphs) -> None:
 
 
 def test_lightgcn_is_the_mean_of_linear_propagations(graphs) -> None:
-    model = models.build(config("lightgcn"), U, I, graphs)
+    model = models.build(config("lightgcn"), ModelContext(U, I, graphs))
     emb = model.propagate()
     a, e0 = user_item_dense(), model.embeddings.numpy().astype(np.float64)
     expected = (e0 + a @ e0 + a @ a @ e0) / 3  # Eq. 7-8 of LightGCN, K = 2
@@ -81,7 +84,7 @@ def test_lightgcn_is_the_mean_of_linear_propagations(graphs) -> None:
 
 
 def test_ngcf_propagation_matches_the_matrix_form(graphs) -> None:
-    model = models.build(config("ngcf"), U, I, graphs)
+    model = models.build(config("ngcf"), ModelContext(U, I, graphs))
     emb = model.propagate(training=False)
     a = user_item_dense()
     x = model.embeddings.numpy().astype(np.float64)
@@ -102,7 +105,7 @@ def test_gbmf_mixes_the_initiator_with_the_friends_mean(graphs) -> None:
     friends = tf.sparse.to_dense(friend_mean_graph(graphs)).numpy()
     # u0's co-members: u2, u3, u4 (its groups) and u3 (whose group u0 joined).
     np.testing.assert_allclose(friends[0], [0, 0, 1 / 3, 1 / 3, 1 / 3], atol=1e-6)
-    model = models.build(config("gbmf"), U, I, graphs)
+    model = models.build(config("gbmf"), ModelContext(U, I, graphs))
     emb = model.propagate()
     p_i, p_p, q = model.initiators.numpy(), model.participants.numpy(), model.items.numpy()
     mix = 0.5 * p_i[0] + 0.5 * friends[0] @ p_p
@@ -114,7 +117,7 @@ def test_gbmf_mixes_the_initiator_with_the_friends_mean(graphs) -> None:
 
 
 def test_popularity_ranks_popular_items_and_co_members_first(graphs) -> None:
-    model = models.build(config("popularity"), U, I, graphs)
+    model = models.build(config("popularity"), ModelContext(U, I, graphs))
     assert model.trainable_variables == []
     emb = model.propagate()
     items = model.score_items(emb, tf.constant([4]), tf.constant([[0, 1, 2]])).numpy()[0]
@@ -132,7 +135,7 @@ def test_popularity_ranks_popular_items_and_co_members_first(graphs) -> None:
 @pytest.mark.parametrize("name", ["lightgcn", "ngcf", "gbmf", "popularity", "mf-bpr", "mamgbr", "mamgbr-m",
                                   "mamgbr-mh"])
 def test_every_candidate_is_scored_on_its_own(name: str, graphs) -> None:
-    model = models.build(config(name), U, I, graphs)
+    model = models.build(config(name), ModelContext(U, I, graphs))
     model.compute_loss(batch(), training=True)  # build, and move BatchNorm statistics
     emb = model.propagate(training=False)
     u, i = tf.constant([0, 3, 1]), tf.constant([1, 0, 2])
@@ -150,7 +153,7 @@ def test_every_candidate_is_scored_on_its_own(name: str, graphs) -> None:
 
 
 def test_mamgbr_m_tasks_share_no_parameter(graphs) -> None:
-    model = models.build(config("mamgbr-m"), U, I, graphs)
+    model = models.build(config("mamgbr-m"), ModelContext(U, I, graphs))
     model.compute_loss(batch(), training=False)
     u, i = tf.constant([0, 3]), tf.constant([1, 0])
     with tf.GradientTape(persistent=True) as tape:
@@ -170,8 +173,9 @@ def test_mamgbr_m_tasks_share_no_parameter(graphs) -> None:
 
 
 def test_mamgbr_variants_are_configuration() -> None:
-    assert not config("mamgbr-m").model.shared_experts
+    assert not config("mamgbr-m").model.mamgbr.shared_experts
     assert not config("mamgbr-l").train.aux_losses
-    mh = models.build(config("mamgbr-mh"), U, I, {})
-    assert not mh.mtl.attention and models.build(config("mamgbr"), U, I, {}).mtl.attention
+    assert not config("mamgbr-mh").model.mamgbr.attention
+    mh = models.build(config("mamgbr-mh"), ModelContext(U, I, {}))
+    assert not mh.mtl.attention and models.build(config("mamgbr"), ModelContext(U, I, {})).mtl.attention
     assert mh.mtl.num_heads == 2

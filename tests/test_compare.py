@@ -19,9 +19,9 @@ import pytest
 from tfgb import compare
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ("train.epochs=1", "data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150")
+TINY = ("train.epochs=1", "train.budget_steps=0", "data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150")
 # MAMGBR variants keep both block layers but fewer experts and heads: the test is about the wiring.
-SMALL_BLOCK = ("model.num_experts=2", "model.heads=2")
+SMALL_BLOCK = ("model.mamgbr.num_experts=2", "model.mamgbr.heads=2")
 MODELS = ["mamgbr", "mamgbr-m", "mamgbr-mh", "mamgbr-l", "lightgcn", "ngcf", "gbmf", "mf-bpr", "popularity"]
 
 

@@ -11,11 +11,12 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 
-from tfgb import models
+from tfgb import contract, models
 from tfgb.config import Config
 from tfgb.data.prepare import prepare
 from tfgb.data.stream import TRAINING_KEYS, FoldedStream
 from tfgb.models.base import Graphs
+from tfgb.models.context import ModelContext
 
 K = 3
 
@@ -47,6 +48,7 @@ def test_folded_epoch_holds_every_triple_once_each_batch_one_fold(data):
     seen = {f: [] for f in range(K)}
     for b in batches:
         assert set(b) == {*TRAINING_KEYS, "fold"}
+        contract.check_batch(b, config.train.aux_size, folds=True)
         folds = np.unique(b["fold"])
         assert len(folds) == 1, "a batch mixes folds"
         seen[int(folds[0])] += list(zip(b["initiator"].tolist(), b["item"].tolist(), b["participant"].tolist(),
@@ -90,8 +92,12 @@ def test_fold_graphs_hold_exactly_the_other_folds_edges(data):
 
 def small_config(name: str) -> Config:
     c = Config()
-    c.model = dataclasses.replace(c.model, name=name, embedding_dim=4, gcn_layers=2, num_experts=2, mtl_layers=1,
-                                  heads=2, mlp_hidden=[4])
+    c.model.name = name
+    section = getattr(c.model, models.entry(name).section)
+    for key, value in {"embedding_dim": 4, "gcn_layers": 2, "num_experts": 2, "mtl_layers": 1, "heads": 2,
+                           "mlp_hidden": [4]}.items():
+        if hasattr(section, key):
+            setattr(section, key, value)
     return models.resolve(c)
 
 
@@ -100,8 +106,8 @@ def test_a_fold_batch_is_scored_over_its_fold_graphs_and_trains(name, data):
     config, prepared = data
     tf.keras.utils.set_random_seed(1)
     folds = prepared.fold_graphs(K, config.train.seed)
-    model = models.build(small_config(name), prepared.num_users, prepared.num_items, prepared.graphs())
-    model.set_fold_graphs(folds)
+    context = ModelContext(prepared.num_users, prepared.num_items, prepared.graphs(), fold_graphs=tuple(folds))
+    model = models.build(small_config(name), context)
     batch = {k: tf.constant(v) for k, v in prepared.training_stream(config.train).batch(0, 0).items()}
     f = int(batch["fold"][0])
     got = model.propagate_batch(batch, training=False)
@@ -124,7 +130,7 @@ def test_a_fold_batch_is_scored_over_its_fold_graphs_and_trains(name, data):
 
 def test_fold_batch_without_fold_graphs_is_refused(data):
     config, prepared = data
-    model = models.build(small_config("mgbr"), prepared.num_users, prepared.num_items, prepared.graphs())
+    model = models.build(small_config("mgbr"), ModelContext(prepared.num_users, prepared.num_items, prepared.graphs()))
     batch = {k: tf.constant(v) for k, v in prepared.training_stream(config.train).batch(0, 0).items()}
-    with pytest.raises(ValueError, match="set_fold_graphs"):
+    with pytest.raises(ValueError, match="fold_graphs"):
         model.compute_loss(batch)

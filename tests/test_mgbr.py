@@ -11,7 +11,7 @@ from tfgb.config import load
 from tfgb.data.prepare import prepare
 
 SMALL = ["data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150", "train.batch_size=64",
-         "model.embedding_dim=8", "model.num_experts=3"]
+         "model.mgbr.embedding_dim=8", "model.mgbr.num_experts=3"]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def build(data, name="mgbr", *sets):
     config = models.resolve(load(None, SMALL + [f"model.name={name}", f"data.cache_dir={prepared.cache_path}",
                                                 *sets]))
     tf.keras.utils.set_random_seed(3)
-    model = models.build(config, prepared.num_users, prepared.num_items, prepared.graphs())
+    model = models.build_for(config, prepared)
     batch = next(iter(prepared.training_dataset(config.train, epoch=0)))
     loss = model.compute_loss(batch, training=True)
     assert np.isfinite(loss.numpy())
@@ -33,7 +33,7 @@ def build(data, name="mgbr", *sets):
 
 
 @pytest.mark.parametrize("name, sets", [("mgbr", ()), ("mgbr-m", ()), ("mgbr-g", ()), ("mgbr-d", ()),
-                                        ("mgbr", ("model.bias=true",))])
+                                        ("mgbr", ("model.mgbr.bias=true",))])
 def test_permuting_candidates_permutes_scores(data, name, sets):
     model, prepared = build(data, name, *sets)
     if model.use_bias:
@@ -87,7 +87,7 @@ def test_variants_change_the_architecture(data):
 
 
 def test_embedding_dropout_only_when_training(data):
-    model, prepared = build(data, "mgbr", "model.embedding_dropout=0.5")
+    model, prepared = build(data, "mgbr", "model.mgbr.embedding_dropout=0.5")
     config = load(None, SMALL)
     batch = next(iter(prepared.training_dataset(config.train, epoch=0)))
     # Training: a fresh mask per call, so the loss moves; inference: no dropout at all.
@@ -102,7 +102,7 @@ def test_embedding_dropout_only_when_training(data):
     assert len(plain_losses) == 1
 
 
-@pytest.mark.parametrize("name, sets", [("mgbr", ()), ("mgbr", ("model.bias=true",)), ("mamgbr", ())])
+@pytest.mark.parametrize("name, sets", [("mgbr", ()), ("mgbr", ("model.mgbr.bias=true",)), ("mamgbr", ())])
 def test_every_loss_term_matches_rows_scored_one_by_one(data, name, sets):
     """Eq. 19, 21 and 24 recomputed from explicitly built (u, i, p) rows of each triple."""
     model, prepared = build(data, name, *sets)
@@ -149,11 +149,12 @@ def test_every_loss_term_matches_rows_scored_one_by_one(data, name, sets):
 
 
 def test_log_count_bias_prior_is_set_from_training_counts(tmp_path):
-    from tfgb.train import build_session, load_config
+    from tfgb.session import Session
+    from tfgb.train import load_config
 
-    config = load_config(None, SMALL + ["model.bias=true", "model.bias_init=log_count",
+    config = load_config(None, SMALL + ["model.mgbr.bias=true", "model.mgbr.bias_init=log_count",
                                         f"data.cache_dir={tmp_path / 'cache'}"])
-    session = build_session(config, None, tmp_path / "run")
+    session = Session.create(config, None, tmp_path / "run")
     train = session.data.train
     np.testing.assert_allclose(session.model.item_bias.numpy()[:, 0],
                                np.log1p(np.bincount(train.item, minlength=session.data.num_items)), rtol=1e-6)
@@ -163,7 +164,7 @@ def test_log_count_bias_prior_is_set_from_training_counts(tmp_path):
     assert session.model.item_bias.numpy().std() > 0.1  # the synthetic data has popularity skew
 
 
-@pytest.mark.parametrize("name, sets", [("mgbr", ("model.bias=true",)), ("mgbr-m", ()), ("mgbr-g", ())])
+@pytest.mark.parametrize("name, sets", [("mgbr", ("model.mgbr.bias=true",)), ("mgbr-m", ()), ("mgbr-g", ())])
 def test_block_chunks_give_the_whole_batch_loss_and_gradient(data, name, sets):
     """train.block_chunk: the block over chunks of triples (last one shorter), one propagation."""
     whole, prepared = build(data, name, *sets)
@@ -202,7 +203,7 @@ def test_block_chunks_take_the_whole_batch_step_through_keras(data):
     weights (plain SGD, so the update is the gradient; Adam's first step would amplify rounding)."""
     models_ = []
     for sets in ((), ("train.block_chunk=20",)):
-        model, prepared = build(data, "mgbr", "model.bias=true", *sets)
+        model, prepared = build(data, "mgbr", "model.mgbr.bias=true", *sets)
         model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=1.0))
         models_.append(model)
     whole, chunked = models_

@@ -7,6 +7,7 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 
+from tfgb import contract
 from tfgb.data.groups import DealGroups
 from tfgb.data.negatives import interactions
 from tfgb.data.split import split_groups
@@ -50,6 +51,7 @@ def test_batches_have_the_documented_keys_shapes_and_dtypes(data):
         for key, value in batch.items():
             assert value.dtype == np.int32
             assert value.shape == ((size, AUX) if key.startswith("aux_") else (size,)), key
+        contract.check_batch(batch, AUX, folds=False)  # the data contract the models read
     spec = stream.dataset(0).element_spec
     assert spec["aux_items"].shape.as_list() == [None, AUX] and spec["item"].dtype == tf.int32
 

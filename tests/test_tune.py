@@ -13,8 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = ("train.epochs=1", "data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150",
-        "model.embedding_dim=8")
+TINY = ("train.epochs=1", "train.budget_steps=0", "data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150",
+        "model.mgbr.embedding_dim=8")
 # Two searched hyper-parameters (4 combinations); the rest of MGBR's space fixed.
 SPACE = ("tune.embedding_dim=[8,16]", "tune.learning_rate=[0.003,0.01]", "tune.num_experts=[2]",
          "tune.mtl_layers=[1]", "tune.alpha=[0.1]", "tune.beta=[1.0]", "tune.beta_a=[0.3]", "tune.beta_b=[0.3]")
@@ -25,11 +25,26 @@ import sys
 import tfgb.train
 
 def train(config, data_dir, model_dir, progress=True):
-    if config.model.embedding_dim in FAILING:
-        raise RuntimeError(f"boom at embedding_dim {config.model.embedding_dim}")
-    return {"best_valid_objective": config.model.embedding_dim / 100, "minutes_per_epoch": 0.0}
+    if config.model.mgbr.embedding_dim in FAILING:
+        raise RuntimeError(f"boom at embedding_dim {config.model.mgbr.embedding_dim}")
+    return {"best_valid_objective": config.model.mgbr.embedding_dim / 100, "minutes_per_epoch": 0.0}
 
 tfgb.train.train = train
+from tfgb.tune import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+# `python -m tfgb.tune` whose trainings SIGKILL the process after the second step of their first epoch.
+KILLED_TUNE = """
+import os, signal, sys
+import tfgb.train
+
+def kill(position):
+    if (position.epoch, position.batch) == (0, 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train = tfgb.train.train
+tfgb.train.train = lambda *args, **kwargs: train(*args, hooks=[kill], **kwargs)
 from tfgb.tune import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -63,7 +78,7 @@ def search(tmp_path_factory) -> Path:
     """A 2-trial random search whose first run is SIGKILLed in the middle of trial 0, then resumed."""
     tmp = tmp_path_factory.mktemp("tune")
     tune_dir = tmp / "tune"
-    killed = run(["-m", "tfgb.tune", *tune_args(tmp, tune_dir, 2)], tmp, env={"TFGB_KILL_AT": "1:2"})
+    killed = run(["-c", KILLED_TUNE, *tune_args(tmp, tune_dir, 2)], tmp)
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert not (tune_dir / "trials" / "0" / "metrics.json").exists()
     proc = run(["-m", "tfgb.tune", *tune_args(tmp, tune_dir, 2)], tmp)
@@ -78,8 +93,8 @@ def test_search_finishes_the_interrupted_trial_and_writes_results(search: Path):
     for row in rows:
         assert row["status"] == "completed" and row["error"] == ""
         assert 0.0 < float(row["objective"]) <= 1.0 and math.isfinite(float(row["minutes"]))
-        assert row["model.embedding_dim"] in ("8", "16") and row["train.learning_rate"] in ("0.003", "0.01")
-    assert "model.heads" not in rows[0] and "model.dropout" not in rows[0]  # not MGBR hyper-parameters
+        assert row["model.mgbr.embedding_dim"] in ("8", "16") and row["train.learning_rate"] in ("0.003", "0.01")
+    assert "model.mamgbr.heads" not in rows[0] and "model.mamgbr.dropout" not in rows[0]  # not MGBR hyper-parameters
     assert sorted(p.name for p in (search / "trials").iterdir()) == ["0", "1"]
     assert all((search / "trials" / t / "metrics.json").exists() for t in ("0", "1"))
     assert (search / "trials" / "0" / "history.csv").read_text().count("\n") == 2  # header + one epoch
@@ -92,7 +107,7 @@ def test_best_recipe_is_the_best_trial_and_trains(search: Path, tmp_path: Path):
     best = max(rows, key=lambda r: float(r["objective"]))
     recipe = cfg.load(search / "best.toml")
     assert recipe.name == "default-tuned"
-    assert recipe.model.embedding_dim == int(best["model.embedding_dim"])
+    assert recipe.model.mgbr.embedding_dim == int(best["model.mgbr.embedding_dim"])
     assert recipe.train.learning_rate == float(best["train.learning_rate"])
     proc = run(["-m", "tfgb.train", "--quiet", "--pipeline", str(search / "best.toml"), "--set", "train.epochs=1",
                 "--model-dir", str(tmp_path / "run")], tmp_path)
@@ -110,7 +125,7 @@ def test_more_trials_runs_only_the_new_ones(search: Path, tmp_path: Path):
     assert sorted(p.name for p in (tune_dir / "trials").iterdir()) == ["0", "1", "2"]
     rows = read_trials(tune_dir)
     assert [r["status"] for r in rows] == ["completed"] * 3
-    values = {(r["model.embedding_dim"], r["train.learning_rate"]) for r in rows}
+    values = {(r["model.mgbr.embedding_dim"], r["train.learning_rate"]) for r in rows}
     assert len(values) == 3  # a new combination, not a repeat
 
 
@@ -119,7 +134,7 @@ def test_failed_trial_is_reported_with_its_error(tmp_path: Path):
     proc = run(["-c", script, *tune_args(tmp_path, tmp_path / "tune", 3, "tune.embedding_dim=[8,16,32]",
                                          "tune.learning_rate=[0.01]")], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["model.embedding_dim"]: r for r in read_trials(tmp_path / "tune")}
+    rows = {r["model.mgbr.embedding_dim"]: r for r in read_trials(tmp_path / "tune")}
     assert {k: r["status"] for k, r in rows.items()} == {"8": "completed", "16": "failed", "32": "completed"}
     assert rows["16"]["objective"] == "" and rows["16"]["error"] == "RuntimeError: boom at embedding_dim 16"
     assert f"trial {rows['16']['trial']} failed: RuntimeError: boom at embedding_dim 16" in proc.stderr
@@ -159,7 +174,7 @@ def test_bayesian_search_runs_distinct_trials(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_trials(tmp_path / "tune")
     assert [r["status"] for r in rows] == ["completed"] * 4
-    assert len({(r["model.embedding_dim"], r["train.learning_rate"]) for r in rows}) == 4
+    assert len({(r["model.mgbr.embedding_dim"], r["train.learning_rate"]) for r in rows}) == 4
     best = max(rows, key=lambda r: float(r["objective"]))
-    assert float(best["objective"]) == pytest.approx(int(best["model.embedding_dim"]) / 100)
-    assert f"embedding_dim = {best['model.embedding_dim']}" in (tmp_path / "tune" / "best.toml").read_text()
+    assert float(best["objective"]) == pytest.approx(int(best["model.mgbr.embedding_dim"]) / 100)
+    assert f"embedding_dim = {best['model.mgbr.embedding_dim']}" in (tmp_path / "tune" / "best.toml").read_text()

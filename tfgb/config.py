@@ -49,36 +49,40 @@ class DataConfig:
     synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)
 
 
-@dataclasses.dataclass
-class ModelConfig:
-    """Model choice (a registry name) and its hyper-parameters."""
+def _model_config_class() -> type:
+    """``[model]``: ``name`` (a registry name) and one section per registered model, ``[model.<section>]``.
 
-    name: str = "mgbr"
-    embedding_dim: int = 32  # d
-    gcn_layers: int = 2  # H
-    num_experts: int = 4  # K
-    mtl_layers: int = 2  # L
-    alpha: float = 0.1  # alpha_A = alpha_B, Eq. 12-13
-    shared_experts: bool = True  # False = MGBR-M
-    graph: str = "multi"  # "multi" (three views) or "hetero" (MGBR-D)
-    standardize: bool = True  # standardize each GCN output column over all nodes before the experts
-    gate_softmax: bool = True  # gates as attention (softmax over experts); false = raw linear weights
-    init_std: float = 1.0  # std of the initial GCN embedding tables X^0 (the paper: N(0, 1))
-    embedding_dropout: float = 0.0  # MGBR: dropout on e_u, e_i, e_p when training (per entity of a batch)
-    bias: bool = False  # MGBR: add a learned item bias to task A's logit and a participant bias to task B's
-    bias_init: str = "zeros"  # "zeros" or "log_count": log(1 + training count) of the item / participant
-    head_zero_init: bool = False  # MGBR: start the heads' logit kernels at zero (the block adds nothing at step 0)
-    recompute_gcn: bool = False  # MGBR: recompute the GCN activations in the backward pass (less memory, more time)
-    mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [32])
-    heads: int = 8  # MAMGBR attention heads
-    dropout: float = 0.1
+    Each section is the model's own settings dataclass (:mod:`tfgb.models.registry`); only the
+    section of the chosen model matters, and the resolved ``config.toml`` of a run holds only it.
+    """
+    from tfgb.models import registry
+
+    fields: list[tuple[str, Any, Any]] = [("name", str, dataclasses.field(default="mgbr"))]
+    for entry in registry.ENTRIES.values():
+        fields.append((entry.section, entry.settings, dataclasses.field(default_factory=entry.settings)))
+    return dataclasses.make_dataclass("ModelConfig", fields, namespace={"__doc__": _model_config_class.__doc__})
+
+
+ModelConfig = _model_config_class()
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Optimisation and the loss weights of Eq. 25."""
+    """Optimisation, the loss weights of Eq. 25, and how long to train (:mod:`tfgb.train`).
 
-    epochs: int = 8
+    How long: the run validates every ``eval_every_steps`` optimizer steps (counted across epochs)
+    when that is > 0, else ``evals_per_epoch`` times per epoch, and once more where the budget
+    ends. It stops at the first of: ``patience`` validations in a row without a better objective
+    (0 = never); the step budget, max(``epochs`` x steps per epoch, ``budget_steps``); ``max_minutes``
+    of training and validation (0 = no limit). So ``epochs`` bounds a run on large data and
+    ``budget_steps`` keeps a recipe training as many steps on data smaller than it was written for.
+    """
+
+    epochs: int = 8  # epochs of the budget (a run on small data may train more: budget_steps)
+    budget_steps: int = 0  # optimizer steps of the budget when more than `epochs` epochs; 0 = epochs alone
+    patience: int = 0  # stop after this many validations without improvement; 0 = train the whole budget
+    max_minutes: float = 0.0  # stop once training + validation took this long (summed over resumes); 0 = no limit
+    eval_every_steps: int = 0  # validate every this many steps (across epochs); 0 = `evals_per_epoch` per epoch
     batch_size: int = 256
     learning_rate: float = 0.005
     weight_decay: float = 0.0  # decoupled weight decay (AdamW); 0 = plain Adam
@@ -90,7 +94,7 @@ class TrainConfig:
     seed: int = 1
     deterministic: bool = True  # op determinism + one inter-op thread: bit-identical reruns and resumes
     valid_max_groups: int = 1000  # seeded subsample for per-epoch validation; 0 = all
-    evals_per_epoch: int = 1  # validate (and keep the best / last checkpoint) this many times per epoch
+    evals_per_epoch: int = 1  # with eval_every_steps = 0: validate (keep best / last checkpoint) this often per epoch
     # k > 1: split the training groups into k folds; a batch of fold f is scored over graphs built from
     # the other folds, so no training triple is an edge of its own graph (as no valid/test group is).
     # 1 = the papers' way: every training triple is an edge of the graphs it is trained against.
@@ -147,7 +151,7 @@ class Config:
     name: str = "default"
     version: int = 1
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)  # type: ignore[valid-type]
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
@@ -203,6 +207,25 @@ def _unknown(key: str, valid: list[str]) -> ConfigError:
     return ConfigError(f"unknown config key '{key}'{hint}")
 
 
+def _moved(key: str, model_name: Any) -> ConfigError | None:
+    """The error for a model setting given in ``[model]`` itself (before each model had its section)."""
+    from tfgb.models import registry
+
+    field = key.split(".", 1)[1] if key.startswith("model.") else key
+    try:
+        entry = registry.entry(str(model_name))
+    except ConfigError:
+        entry = registry.ENTRIES["mgbr"]
+    if field in {f.name for f in dataclasses.fields(entry.settings)}:
+        return ConfigError(f"config key 'model.{field}' moved to 'model.{entry.section}.{field}' (each model has "
+                           f"its own section; for a recipe file: [model.{entry.section}] {field} = ...)")
+    owners = [e.section for e in registry.ENTRIES.values() if field in {f.name for f in dataclasses.fields(e.settings)}]
+    if owners:
+        return ConfigError(f"config key 'model.{field}' is not a setting of model '{entry.name}'; it belongs to "
+                           f"the section(s) {', '.join(f'model.{o}' for o in owners)}")
+    return None
+
+
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a nested dict, checking keys and types."""
     if not isinstance(data, dict):
@@ -212,14 +235,39 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     for key, value in data.items():
         full = prefix + key
         if key not in hints:
-            raise _unknown(full, list(hints))
+            moved = _moved(full, data.get("name", "mgbr")) if cls is ModelConfig else None
+            raise moved or _unknown(full, list(hints))
         tp = hints[key]
         kwargs[key] = from_dict(tp, value, full + ".") if _is_dataclass_type(tp) else _check_value(full, value, tp)
     return cls(**kwargs)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """A recipe as nested dicts; ``[model]`` keeps only the chosen model's section."""
+    out = dataclasses.asdict(config)
+    if isinstance(config, Config):
+        from tfgb.models import registry
+
+        try:
+            keep = registry.entry(config.model.name).section
+        except ConfigError:
+            keep = None
+        out["model"] = {k: v for k, v in out["model"].items() if k == "name" or k == keep}
+    return out
+
+
+def set_key(config: Config, key: str, value: Any) -> None:
+    """Set the dotted recipe ``key`` (any depth) to ``value``, type-checked; no cross-field validation."""
+    parts = key.split(".")
+    node: Any = config
+    for depth, part in enumerate(parts[:-1]):
+        if part not in _field_types(type(node)):
+            raise _unknown(".".join(parts[: depth + 1]), list(_field_types(type(node))))
+        node = getattr(node, part)
+    hints = _field_types(type(node))
+    if parts[-1] not in hints:
+        raise _unknown(key, list(hints))
+    setattr(node, parts[-1], _check_value(key, value, hints[parts[-1]]))
 
 
 def _parse_literal(text: str) -> Any:
@@ -241,7 +289,8 @@ def apply_override(config: Config, assignment: str) -> Config:
         hints = _field_types(type(node))
         path = ".".join(parts[: depth + 1])
         if part not in hints:
-            raise _unknown(path, list(hints))
+            moved = _moved(path, config.model.name) if depth == 1 and parts[0] == "model" else None
+            raise moved or _unknown(path, list(hints))
         if depth == len(parts) - 1:
             tp = hints[part]
             if _is_dataclass_type(tp):
@@ -269,27 +318,23 @@ def validate(config: Config) -> None:
         raise ConfigError("config key 'data.split' must be three non-negative ratios (train, valid, test)")
     if d.negatives < 1:
         raise ConfigError("config key 'data.negatives' must be at least 1")
-    if config.model.graph not in ("multi", "hetero"):
-        raise ConfigError(f"config key 'model.graph' must be 'multi' or 'hetero', got {config.model.graph!r}")
-    for key in ("embedding_dim", "num_experts", "mtl_layers", "heads"):
-        if getattr(config.model, key) < 1:
-            raise ConfigError(f"config key 'model.{key}' must be at least 1")
-    if config.model.embedding_dim % 1:
-        raise ConfigError("config key 'model.embedding_dim' must be an integer")
+    from tfgb.models import registry
+
+    registry.entry(config.model.name)  # an unknown name is an error naming the closest one
+    for entry in registry.ENTRIES.values():
+        _validate_settings(f"model.{entry.section}", getattr(config.model, entry.section))
     for key in ("epochs", "batch_size", "aux_size", "evals_per_epoch", "graph_folds"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}' must be at least 1")
+    for key in ("budget_steps", "patience", "eval_every_steps"):
+        if getattr(config.train, key) < 0:
+            raise ConfigError(f"config key 'train.{key}' must be 0 (off) or positive")
+    if config.train.max_minutes < 0:
+        raise ConfigError("config key 'train.max_minutes' must be 0 (no limit) or a positive number of minutes")
     if config.train.block_chunk < 0:
         raise ConfigError("config key 'train.block_chunk' must be 0 (whole batch) or a positive number of triples")
     if config.train.learning_rate <= 0:
         raise ConfigError("config key 'train.learning_rate' must be positive")
-    if config.model.bias_init not in ("zeros", "log_count"):
-        raise ConfigError(f"config key 'model.bias_init' must be 'zeros' or 'log_count', got {config.model.bias_init!r}")
-    if config.model.init_std <= 0:
-        raise ConfigError("config key 'model.init_std' must be positive")
-    for key in ("dropout", "embedding_dropout"):
-        if not 0 <= getattr(config.model, key) < 1:
-            raise ConfigError(f"config key 'model.{key}' must be in [0, 1)")
     lengths = set()
     for n, entry in enumerate(config.eval.hr_cutoffs):
         key = f"config key 'eval.hr_cutoffs[{n}]'"
@@ -301,6 +346,26 @@ def validate(config: Config) -> None:
         if bad or len(set(cutoffs)) != len(cutoffs):
             raise ConfigError(f"{key} = {entry}: the HR cut-offs of lists of length {length} must be distinct and "
                               f"in [1, {length - 1}] (a hit in the top {length} of {length} candidates cannot fail)")
+
+
+_AT_LEAST_ONE = ("embedding_dim", "num_experts", "mtl_layers", "heads", "gcn_layers")
+_CHOICES = {"graph": ("multi", "hetero"), "bias_init": ("zeros", "log_count")}
+
+
+def _validate_settings(prefix: str, settings: Any) -> None:
+    """Checks shared by every model section, by field name (types are checked on load)."""
+    for field in dataclasses.fields(settings):
+        key, value = f"{prefix}.{field.name}", getattr(settings, field.name)
+        if field.name in _AT_LEAST_ONE and value < 1:
+            raise ConfigError(f"config key '{key}' must be at least 1")
+        if field.name in _CHOICES and value not in _CHOICES[field.name]:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(_CHOICES[field.name])}, got {value!r}")
+        if field.name.endswith("dropout") and not 0 <= value < 1:
+            raise ConfigError(f"config key '{key}' must be in [0, 1)")
+        if field.name in ("init_std",) and value <= 0:
+            raise ConfigError(f"config key '{key}' must be positive")
+        if field.name == "friend_weight" and not 0 <= value <= 1:
+            raise ConfigError(f"config key '{key}' must be in [0, 1]")
 
 
 def load(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

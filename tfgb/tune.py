@@ -2,7 +2,7 @@
 
 The search space is the recipe's ``[tune]`` section (:class:`tfgb.config.TuneConfig`): a list
 of choices per hyper-parameter; a list of one value fixes it. Only the hyper-parameters that
-matter to the recipe's model are searched (``SPACE`` below). Each trial is a whole
+matter to the recipe's model are searched: its registry entry's ``tunable`` ones. Each trial is a whole
 ``python -m tfgb.train`` run of the recipe with the trial's values; its objective is the run's
 ``best_valid_objective``, the mean validation MRR@10 of the two tasks (maximised).
 
@@ -57,46 +57,29 @@ log = logging.getLogger("tfgb.tune")
 OBJECTIVE = "mean_valid_mrr10"
 MAX_FAILURES_IN_A_ROW = 3
 
-_MTL = ("mgbr", "mamgbr", "mamgbr-mh")  # base models with experts, gates and auxiliary losses
-_TRAINED = ("mgbr", "mamgbr", "mamgbr-mh", "mf-bpr", "lightgcn", "ngcf", "gbmf")  # not popularity
-
-# TuneConfig field -> (recipe key, base models (registry) it matters to).
-SPACE: dict[str, tuple[str, tuple[str, ...]]] = {
-    "embedding_dim": ("model.embedding_dim", _TRAINED),
-    "num_experts": ("model.num_experts", _MTL),
-    "mtl_layers": ("model.mtl_layers", _MTL),
-    "heads": ("model.heads", ("mamgbr",)),  # mamgbr-mh has no attention
-    "alpha": ("model.alpha", _MTL),
-    "beta": ("train.beta", _TRAINED),
-    "beta_a": ("train.beta_a", _MTL),  # and only with train.aux_losses
-    "beta_b": ("train.beta_b", _MTL),
-    "learning_rate": ("train.learning_rate", _TRAINED),
-    "dropout": ("model.dropout", ("mamgbr", "mamgbr-mh", "ngcf")),
-}
-
 # Hyperband's bookkeeping values that are not recipe settings (tuner/epochs -> train.epochs).
 _HIDDEN = ("tuner/initial_epoch", "tuner/bracket", "tuner/round")
-
-
-def _matters(config: cfg.Config, key: str, models: tuple[str, ...]) -> bool:
-    base, forced = registry.VARIANTS[config.model.name]
-    if base not in models or key in forced:  # e.g. mgbr-g forces model.alpha = 0
-        return False
-    return config.train.aux_losses or key not in ("train.beta_a", "train.beta_b")
 
 
 def search_space(config: cfg.Config) -> dict[str, list]:
     """The searched recipe keys and their sorted choices; every choice is checked against the recipe.
 
+    The hyper-parameters that matter to the recipe's model are its registry entry's ``tunable``
+    ones (:mod:`tfgb.models.registry`), minus those its variant forces (e.g. mgbr-g forces alpha = 0)
+    and the auxiliary-loss weights when ``train.aux_losses`` is off; their choices come from ``[tune]``.
+
     Raises:
       ConfigError: an empty list of choices, a choice the recipe rejects, or nothing to search.
     """
+    entry = registry.entry(config.model.name)
+    forced = registry.forced(config.model.name)
     space = {}
-    for field, (key, models) in SPACE.items():
+    for field, relative in entry.tunable.items():
+        key = entry.key(relative)
         choices = getattr(config.tune, field)
         if not choices:
             raise ConfigError(f"config key 'tune.{field}' is an empty list; give at least one choice")
-        if not _matters(config, key, models):
+        if key in forced or (not config.train.aux_losses and key in ("train.beta_a", "train.beta_b")):
             continue
         for value in choices:
             try:
@@ -112,12 +95,13 @@ def search_space(config: cfg.Config) -> dict[str, list]:
 def trial_config(base: cfg.Config, values: dict[str, Any]) -> cfg.Config:
     """``base`` with a trial's values (recipe keys; Hyperband's ``tuner/epochs`` = train.epochs), resolved."""
     config = copy.deepcopy(base)
+    if "tuner/epochs" in values:  # Hyperband's resource is epochs: no step budget of the recipe on top
+        cfg.set_key(config, "train.budget_steps", 0)
     for name, value in values.items():
         key = "train.epochs" if name == "tuner/epochs" else name
         if key.startswith("tuner/"):
             continue
-        section, field = key.split(".")
-        setattr(getattr(config, section), field, value)
+        cfg.set_key(config, key, value)
     cfg.validate(config)
     return registry.resolve(config)
 

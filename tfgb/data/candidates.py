@@ -1,4 +1,4 @@
-"""Saved candidate lists for evaluation (the evaluation protocol, DESIGN.md).
+"""Saved candidate lists for evaluation (the evaluation protocol, docs/design.md).
 
 For every group of an evaluation split (valid or test), one row holds:
 

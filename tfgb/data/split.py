@@ -1,4 +1,4 @@
-"""The seeded train/valid/test split of deal groups (the evaluation protocol, DESIGN.md).
+"""The seeded train/valid/test split of deal groups (the evaluation protocol, docs/design.md).
 
 1. A seeded permutation of the groups is cut into train/valid/test by the ratios
    (:func:`planned_sizes`: valid and test sizes are rounded down, train takes the rest).

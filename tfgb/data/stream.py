@@ -32,19 +32,21 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfgb import contract
 from tfgb.data.groups import DealGroups
 from tfgb.data.negatives import PairSet, group_members, sample_absent
 from tfgb.errors import ConfigError
 
 BATCHES_PER_CALL = 8  # batches built per tf.numpy_function call (amortises its overhead)
-TRAINING_KEYS = ("initiator", "item", "participant", "neg_item", "neg_participant", "aux_items", "aux_participants")
+TRAINING_KEYS = tuple(field.name for field in contract.TRAINING_BATCH)
 
 
-def _batch_dict(make, arg: tf.Tensor, keys: tuple[str, ...], aux_size: int) -> dict[str, tf.Tensor]:
-    """``make(arg)`` (numpy, one int32 array per key) as a dict of tensors with the batch shapes."""
-    values = tf.numpy_function(make, [arg], Tout=[tf.int32] * len(keys), stateful=False)
-    return {key: tf.ensure_shape(value, [None, aux_size] if key.startswith("aux_") else [None])
-            for key, value in zip(keys, values)}
+def _batch_dict(make, arg: tf.Tensor, folds: bool, aux_size: int) -> dict[str, tf.Tensor]:
+    """``make(arg)`` (numpy, one array per field of :func:`tfgb.contract.batch_fields`) as a dict of
+    tensors with the contract's dtypes and shapes."""
+    fields = contract.batch_fields(folds)
+    values = tf.numpy_function(make, [arg], Tout=[tf.as_dtype(f.dtype) for f in fields], stateful=False)
+    return {f.name: tf.ensure_shape(value, f.concrete_shape(aux_size)) for f, value in zip(fields, values)}
 
 
 class TrainingStream:
@@ -135,7 +137,7 @@ class TrainingStream:
         order. The content of every batch is that of :meth:`batch`, whatever the parallelism.
         """
         order = self.order(epoch)
-        keys = TRAINING_KEYS
+        keys = [f.name for f in contract.batch_fields(folds=False)]
         start_batch = int(start_batch)
 
         def make(chunk: np.ndarray) -> list[np.ndarray]:
@@ -145,7 +147,7 @@ class TrainingStream:
             return [np.concatenate([part[key] for part in parts]) for key in keys]
 
         def to_dict(chunk: tf.Tensor) -> dict[str, tf.Tensor]:
-            return _batch_dict(make, chunk, keys, self.aux_size)
+            return _batch_dict(make, chunk, False, self.aux_size)
 
         calls = tf.data.AUTOTUNE if parallel_calls is None else parallel_calls
         chunks = -(-self.num_batches // BATCHES_PER_CALL)
@@ -214,14 +216,14 @@ class FoldedStream:
         """The batches of one epoch from ``start_batch`` on, one ``tf.numpy_function`` call per batch
         (batches of different folds must never be merged, so no rebatching)."""
         schedule = self.schedule(epoch)
-        keys = (*TRAINING_KEYS, "fold")
+        keys = [f.name for f in contract.batch_fields(folds=True)]
 
         def make(index: np.ndarray) -> list[np.ndarray]:
             batch = self.batch(epoch, int(index), schedule)
             return [batch[key] for key in keys]
 
         def to_dict(index: tf.Tensor) -> dict[str, tf.Tensor]:
-            return _batch_dict(make, index, keys, self.aux_size)
+            return _batch_dict(make, index, True, self.aux_size)
 
         calls = tf.data.AUTOTUNE if parallel_calls is None else parallel_calls
         return (tf.data.Dataset.range(int(start_batch), self.num_batches)

@@ -3,7 +3,7 @@
 `sparse_matmul(adj, x)` computes `adj @ x` for a sparse adjacency `adj` [n, m] and a dense
 `x` [m, d]. It converts `adj` to a CSR matrix and multiplies with
 `tf.raw_ops.SparseMatrixMatMul`, which on CPU is several times faster than
-`tf.sparse.sparse_dense_matmul` (see DESIGN.md, "Model"). The built-in gradient of the CSR
+`tf.sparse.sparse_dense_matmul` (see docs/design.md). The built-in gradient of the CSR
 multiply is not deterministic under `tf.config.experimental.enable_op_determinism()`, so the
 gradient is defined here by hand: d(adj @ x)/dx applied to `g` is `adj^T @ g`, which for the
 symmetric normalized adjacencies of a GCN is `adj @ g`, the same (deterministic) forward

@@ -1,4 +1,12 @@
-"""tfgb models: MGBR and its variants, chosen by name through :mod:`tfgb.models.registry`."""
-from tfgb.models.registry import build, names, resolve
+"""tfgb models, chosen by name through :mod:`tfgb.models.registry` and built from a
+:class:`~tfgb.models.context.ModelContext`."""
+from tfgb.models.registry import build, entry, names, resolve, settings
 
-__all__ = ["build", "names", "resolve"]
+__all__ = ["build", "build_for", "entry", "names", "resolve", "settings"]
+
+
+def build_for(config, data):
+    """The recipe's model built from prepared data (:class:`tfgb.data.prepare.Prepared`)."""
+    from tfgb.models.context import ModelContext
+
+    return build(config, ModelContext.from_prepared(data, resolve(config)))

@@ -1,7 +1,9 @@
 """The interface every tfgb model implements, and the scoring helpers they share.
 
-A model propagates its embeddings once (``propagate``), then scores candidate matrices for the two
-tasks from those embeddings. Training calls ``compute_loss`` (the TFRS contract) on the batches of
+A model is built from one :class:`~tfgb.models.context.ModelContext` (``Model(context, settings,
+train)``, see :mod:`tfgb.models.registry`). It propagates its embeddings once (``propagate``, a dict
+of tensors whose kinds ``table_kinds`` declares: per-user tables [U, ...], per-item tables [I, ...]
+and constants), then scores candidate matrices for the two tasks from those embeddings. Training calls ``compute_loss`` (the TFRS contract) on the batches of
 :mod:`tfgb.data.stream`; evaluation and export call ``propagate`` once and the scorers many times.
 Every candidate's score depends only on its own (u, i, p) row, never on its column or on other
 rows of the batch.
@@ -11,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+
+from tfgb.models.context import ModelContext
 
 
 def align_values(full: tf.sparse.SparseTensor, part: tf.sparse.SparseTensor) -> np.ndarray:
@@ -47,13 +51,20 @@ class GroupBuyingModel(tfrs.Model):
     ``items`` [I, D], ``users_p`` [U, D] participant embeddings.
     """
 
-    def __init__(self, num_users: int, num_items: int, graphs: dict[str, tf.sparse.SparseTensor] | None = None,
-                 **kwargs):
+    def __init__(self, context: ModelContext, **kwargs):
         super().__init__(**kwargs)
-        self.num_users = int(num_users)
-        self.num_items = int(num_items)
-        self._graphs = Graphs(self.derive_graphs(dict(graphs or {})))
-        self._fold_values = Graphs({})  # untracked: [k, nnz] values per graph (set_fold_graphs)
+        self.num_users = int(context.num_users)
+        self.num_items = int(context.num_items)
+        self._graphs = Graphs(self.derive_graphs(dict(context.graphs)))
+        # train.graph_folds: per fold f, the graphs of the training groups outside fold f. Each fold
+        # graph (and each graph the model derives from it) has a subset of the full graph's entries,
+        # so it is kept as values over the full graph's indices, zero where fold f's groups were the
+        # only source of an entry: [k, nnz] per graph, one copy of the indices. Untracked constants.
+        self._fold_values = Graphs({})
+        if context.fold_graphs and self.uses_graph_folds:
+            derived = [self.derive_graphs(dict(graphs)) for graphs in context.fold_graphs]
+            self._fold_values = Graphs({key: tf.constant(np.stack([align_values(full, d[key]) for d in derived]))
+                                        for key, full in self._graphs.graphs.items()})
 
     # Models whose training propagates over the graphs set this: their batches of a
     # ``train.graph_folds`` stream are then scored over their fold's graphs (see ``propagate_batch``).
@@ -63,16 +74,12 @@ class GroupBuyingModel(tfrs.Model):
         """Adds the model's own graphs made from the training graphs (e.g. LightGCN's user-item graph)."""
         return graphs
 
-    def set_fold_graphs(self, folds: list[dict[str, tf.sparse.SparseTensor]]) -> None:
-        """``train.graph_folds``: per fold f, the graphs of the training groups outside fold f.
-
-        Each fold graph (and each graph the model derives from it) has a subset of the full graph's
-        entries, so it is kept as values over the full graph's indices, zero where fold f's groups
-        were the only source of an entry: ``[k, nnz]`` per graph, one copy of the indices.
-        """
-        derived = [self.derive_graphs(dict(graphs)) for graphs in folds]
-        self._fold_values = Graphs({key: tf.constant(np.stack([align_values(full, d[key]) for d in derived]))
-                                    for key, full in self._graphs.graphs.items()})
+    def table_kinds(self) -> dict[str, str]:
+        """The kind of every tensor ``propagate`` returns: ``"user"`` (a table with one row per user,
+        [U, ...]), ``"item"`` ([I, ...]) or ``"constant"`` (anything else). The export adds an
+        out-of-vocabulary row to user and item tables from this alone; a test checks it against
+        ``propagate`` for every registered model."""
+        return {"users_i": "user", "users_p": "user", "items": "item"}
 
     def propagate(self, training: bool = False, graphs: Graphs | None = None) -> dict[str, tf.Tensor]:
         """The embedding tables, propagated over ``graphs`` (default: every training group's graphs)."""
@@ -88,7 +95,8 @@ class GroupBuyingModel(tfrs.Model):
         if "fold" not in inputs or not self.uses_graph_folds:
             return self.propagate(training)
         if not self._fold_values.graphs:
-            raise ValueError("a batch with a 'fold' needs the fold graphs: call set_fold_graphs first")
+            raise ValueError("a batch with a 'fold' needs the fold graphs: build the model from a context with "
+                             "fold_graphs (ModelContext.from_prepared under train.graph_folds > 1)")
         fold = tf.cast(inputs["fold"][0], tf.int32)
         graphs = {key: tf.sparse.SparseTensor(full.indices, tf.gather(self._fold_values[key], fold), full.dense_shape)
                   for key, full in self._graphs.graphs.items()}

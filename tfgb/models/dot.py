@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tfgb.config import TrainConfig
 from tfgb.models.base import GroupBuyingModel
+from tfgb.models.context import ModelContext
 from tfgb.tasks import bpr_task
 
 
@@ -59,13 +60,12 @@ class DotProductModel(GroupBuyingModel):
     ``items`` [I, D].
 
     Args:
-      num_users, num_items: vocabulary sizes.
-      graphs: training graphs (see :func:`tfgb.data.graphs.build_graphs`).
+      context: vocabulary sizes and training graphs (:class:`~tfgb.models.context.ModelContext`).
       train: ``beta``, the weight of task B's loss.
     """
 
-    def __init__(self, num_users: int, num_items: int, graphs, train: TrainConfig, **kwargs):
-        super().__init__(num_users, num_items, graphs, **kwargs)
+    def __init__(self, context: ModelContext, train: TrainConfig, **kwargs):
+        super().__init__(context, **kwargs)
         self.beta = train.beta
         self.task_a = bpr_task("loss_a")
         self.task_b = bpr_task("loss_b")

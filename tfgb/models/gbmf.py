@@ -25,9 +25,11 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
-from tfgb.config import ModelConfig, TrainConfig
+from tfgb.config import TrainConfig
 from tfgb.layers.propagation import sparse_matmul
 from tfgb.models.base import GroupBuyingModel
+from tfgb.models.context import ModelContext
+from tfgb.models.registry import GBMFSettings
 from tfgb.tasks import bpr_task
 
 
@@ -53,16 +55,15 @@ class GBMF(GroupBuyingModel):
     """GBMF-style dot-product model with initiator and participant roles (see the module docstring).
 
     Args:
-      num_users, num_items: vocabulary sizes.
-      graphs: training graphs; "up" gives the friends.
-      model: ``embedding_dim``.
+      context: vocabulary sizes and training graphs; "up" gives the friends.
+      model: ``[model.gbmf]``: ``embedding_dim`` and ``friend_weight`` (a, the weight of the friends'
+        term in task A).
       train: ``beta``.
-      friend_weight: a, the weight of the friends' term in task A.
     """
 
-    def __init__(self, num_users: int, num_items: int, graphs, model: ModelConfig, train: TrainConfig,
-                 friend_weight: float = 0.5, **kwargs):
-        super().__init__(num_users, num_items, graphs, **kwargs)
+    def __init__(self, context: ModelContext, model: GBMFSettings, train: TrainConfig, **kwargs):
+        super().__init__(context, **kwargs)
+        num_users, num_items = self.num_users, self.num_items
         d = model.embedding_dim
 
         def table(name: str, rows: int) -> tf.Variable:
@@ -73,13 +74,16 @@ class GBMF(GroupBuyingModel):
         self.initiators = table("initiators", num_users)
         self.participants = table("participants", num_users)
         self.items = table("items", num_items)
-        self.friend_weight = float(friend_weight)
+        self.friend_weight = float(model.friend_weight)
         self.beta = train.beta
         self.task_a = bpr_task("loss_a")
         self.task_p = bpr_task("loss_p")
         self.task_b = bpr_task("loss_b")
 
     uses_graph_folds = True
+
+    def table_kinds(self) -> dict[str, str]:
+        return {**super().table_kinds(), "friends": "user"}
 
     def derive_graphs(self, graphs):
         """Adds the friend-mean graph (untracked constant) made from the training graphs."""

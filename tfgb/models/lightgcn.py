@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfgb.config import ModelConfig, TrainConfig
+from tfgb.config import TrainConfig
 from tfgb.layers.propagation import sparse_matmul
+from tfgb.models.context import ModelContext
 from tfgb.models.dot import UserItemGraphModel
+from tfgb.models.registry import GraphSettings
 
 
 class LightGCN(UserItemGraphModel):
     """LightGCN: layer-mean of linear propagations of one embedding table.
 
     Args:
-      num_users, num_items: vocabulary sizes.
-      graphs: training graphs; the "hetero" graph gives the user-item graph.
-      model: ``embedding_dim`` (d) and ``gcn_layers`` (K).
+      context: vocabulary sizes and training graphs; the "hetero" graph gives the user-item graph.
+      model: ``[model.lightgcn]``: ``embedding_dim`` (d) and ``gcn_layers`` (K).
       train: ``beta``.
     """
 
-    def __init__(self, num_users: int, num_items: int, graphs, model: ModelConfig, train: TrainConfig, **kwargs):
-        super().__init__(num_users, num_items, graphs, train, **kwargs)
+    def __init__(self, context: ModelContext, model: GraphSettings, train: TrainConfig, **kwargs):
+        super().__init__(context, train, **kwargs)
+        num_users, num_items = self.num_users, self.num_items
         self.num_layers = model.gcn_layers
         self.embeddings = self.add_weight(
             name="embeddings", shape=(num_users + num_items, model.embedding_dim),

@@ -19,7 +19,7 @@ Ablations (Sec. 4.6; registry names in :mod:`tfgb.models.registry`):
   task exactly the gradients of its own loss terms (scaled by beta for task B; Adam is
   insensitive to that scale): two single-task models trained side by side.
 * ``mamgbr-mh``: experts without multi-head attention (FFN + BatchNorm + Dropout of the
-  flattened input); built by a separate registry builder (the recipe has no attention key).
+  flattened input): ``model.mamgbr.attention = false``.
 * ``mamgbr-l``: ``train.aux_losses = false`` (L = L_I + beta L_II).
 
 Training mode reaches the block (``compute_loss(training=True)`` -> BatchNorm batch
@@ -30,40 +30,37 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfgb.config import ModelConfig, TrainConfig
+from tfgb.config import TrainConfig
 from tfgb.layers.attention import MultiHeadTaskBlock
 from tfgb.layers.gcn import MultiViewGCN
 from tfgb.layers.layout import columns, width
+from tfgb.models.context import ModelContext
 from tfgb.models.mgbr import MGBR, standardize
+from tfgb.models.registry import MAMGBRSettings
 
 
 class MAMGBR(MGBR):
     """MAMGBR and its ablations -M, -MH, -L.
 
     Args:
-      num_users, num_items: vocabulary sizes.
-      graphs: training graphs from :func:`tfgb.data.graphs.build_graphs` ("ui", "pi", "up", "hetero").
-      model: hyper-parameters: d, H, K, L, heads, dropout, alpha, shared experts (False: MAMGBR-M,
-        tasks share no parameter), graph mode, MLP sizes.
+      context: as MGBR's (:class:`~tfgb.models.context.ModelContext`).
+      settings: ``[model.mamgbr]`` (:class:`~tfgb.models.registry.MAMGBRSettings`): MGBR's settings plus
+        heads, dropout and ``attention`` (False: MAMGBR-MH, experts without multi-head attention);
+        ``shared_experts = false`` is MAMGBR-M (the tasks share no parameter).
       train: loss weights (beta, beta_I, beta_II) and whether the auxiliary losses are on.
-      attention: whether the experts have multi-head attention (False: MAMGBR-MH).
     """
 
-    def __init__(self, num_users: int, num_items: int, graphs, model: ModelConfig, train: TrainConfig,
-                 attention: bool = True, **kwargs):
-        self._attention = attention  # read by _make_block, which MGBR.__init__ calls
-        super().__init__(num_users, num_items, graphs, model, train, **kwargs)
-        self.separate_tasks = not model.shared_experts
+    def __init__(self, context: ModelContext, settings: MAMGBRSettings, train: TrainConfig, **kwargs):
+        super().__init__(context, settings, train, **kwargs)
+        self.separate_tasks = not settings.shared_experts
         if self.separate_tasks:
-            self.gcn_b = MultiViewGCN(num_users, num_items, model.embedding_dim, model.gcn_layers,
-                                      mode=model.graph, init_std=model.init_std, recompute=model.recompute_gcn,
-                                      name="gcn_b")
+            self.gcn_b = MultiViewGCN(self.num_users, self.num_items, settings.embedding_dim, settings.gcn_layers,
+                                      mode=settings.graph, init_std=settings.init_std,
+                                      recompute=settings.recompute_gcn, name="gcn_b")
 
-    rows_are_independent_in_training = False  # the experts' BatchNorm uses the batch's statistics
-
-    def _make_block(self, model: ModelConfig) -> tf.keras.layers.Layer:
+    def _make_block(self, model: MAMGBRSettings) -> tf.keras.layers.Layer:
         return MultiHeadTaskBlock(model.embedding_dim, model.num_experts, model.mtl_layers, num_heads=model.heads,
-                                  alpha=model.alpha, shared=model.shared_experts, attention=self._attention,
+                                  alpha=model.alpha, shared=model.shared_experts, attention=model.attention,
                                   dropout=model.dropout, name="mtl")
 
     def propagate(self, training: bool = False, graphs=None) -> dict[str, tf.Tensor]:

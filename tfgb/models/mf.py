@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfgb.config import ModelConfig, TrainConfig
+from tfgb.config import TrainConfig
+from tfgb.models.context import ModelContext
 from tfgb.models.dot import DotProductModel
+from tfgb.models.registry import EmbeddingSettings
 
 
 class MFBPR(DotProductModel):
     """Matrix factorisation with BPR for both tasks: free user and item tables, no graph."""
 
-    def __init__(self, num_users: int, num_items: int, graphs, model: ModelConfig, train: TrainConfig, **kwargs):
-        super().__init__(num_users, num_items, graphs, train, **kwargs)
+    def __init__(self, context: ModelContext, model: EmbeddingSettings, train: TrainConfig, **kwargs):
+        super().__init__(context, train, **kwargs)
+        num_users, num_items = self.num_users, self.num_items
         # One initializer per table: a shared unseeded instance would give both tables the same values.
         self.users = tf.keras.layers.Embedding(num_users, model.embedding_dim, name="users",
                                                embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.1))

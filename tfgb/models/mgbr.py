@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import tensorflow as tf
 
-from tfgb.config import ConfigError, ModelConfig, TrainConfig
+from tfgb.config import TrainConfig
 from tfgb.layers import fused
 from tfgb.layers.batch_rows import TrainingRows
 from tfgb.layers.gcn import MultiViewGCN
@@ -18,6 +19,8 @@ from tfgb.layers.heads import PredictionHead
 from tfgb.layers.layout import Rows, Tiled, materialize
 from tfgb.layers.mtl import MultiTaskBlock
 from tfgb.models.base import GroupBuyingModel
+from tfgb.models.context import ModelContext
+from tfgb.models.registry import MGBRSettings
 from tfgb.tasks import bpr_task, listwise_task
 
 
@@ -41,46 +44,52 @@ class MGBR(GroupBuyingModel):
     """MGBR and its ablations (-M, -R, -G, -D are configuration, see :mod:`tfgb.models.registry`).
 
     Args:
-      num_users, num_items: vocabulary sizes.
-      graphs: training graphs from :func:`tfgb.data.graphs.build_graphs` ("ui", "pi", "up", "hetero").
-      model: model hyper-parameters (d, H, K, L, alpha, shared experts, graph mode, MLP sizes).
-      train: loss weights (beta, beta_A, beta_B) and whether the auxiliary losses are on.
+      context: vocabulary sizes, the training graphs ("ui", "pi", "up", "hetero") and, under
+        ``train.graph_folds``, the fold graphs; training counts for ``bias_init = "log_count"``.
+      settings: ``[model.mgbr]`` (:class:`~tfgb.models.registry.MGBRSettings`): d, H, K, L, alpha,
+        shared experts, graph mode, MLP sizes, biases.
+      train: loss weights (beta, beta_A, beta_B), whether the auxiliary losses are on, block chunks.
     """
 
-    def __init__(self, num_users: int, num_items: int, graphs, model: ModelConfig, train: TrainConfig,
-                 **kwargs):
-        super().__init__(num_users, num_items, graphs, **kwargs)
-        self.model_config = model
+    def __init__(self, context: ModelContext, settings: MGBRSettings, train: TrainConfig, **kwargs):
+        super().__init__(context, **kwargs)
+        self.model_config = settings
         self.beta, self.beta_a, self.beta_b = train.beta, train.beta_a, train.beta_b
         self.aux_losses = train.aux_losses
         self.block_chunk = int(train.block_chunk)
-        if self.block_chunk and not self.rows_are_independent_in_training:
-            raise ConfigError(f"train.block_chunk is not supported by model {model.name!r}: its block mixes the rows "
-                              "of a batch in training (batch normalisation), so chunks would change the loss")
-        self.gcn = MultiViewGCN(num_users, num_items, model.embedding_dim, model.gcn_layers, mode=model.graph,
-                                init_std=model.init_std, recompute=model.recompute_gcn, name="gcn")
-        self.mtl = self._make_block(model)
-        self.head_a = PredictionHead(model.mlp_hidden, zero_init=model.head_zero_init, name="head_a")
-        self.head_b = PredictionHead(model.mlp_hidden, zero_init=model.head_zero_init, name="head_b")
-        self.embedding_dropout = tf.keras.layers.Dropout(model.embedding_dropout, name="embedding_dropout")
-        self.use_bias = model.bias
-        if self.use_bias:  # model.bias: one scalar per item (task A) and per participant (task B), zeros at start
-            self.item_bias = self.add_weight(name="item_bias", shape=(num_items, 1), initializer="zeros")
-            self.participant_bias = self.add_weight(name="participant_bias", shape=(num_users, 1),
-                                                    initializer="zeros")
+        self.gcn = MultiViewGCN(self.num_users, self.num_items, settings.embedding_dim, settings.gcn_layers,
+                                mode=settings.graph, init_std=settings.init_std, recompute=settings.recompute_gcn,
+                                name="gcn")
+        self.mtl = self._make_block(settings)
+        self.head_a = PredictionHead(settings.mlp_hidden, zero_init=settings.head_zero_init, name="head_a")
+        self.head_b = PredictionHead(settings.mlp_hidden, zero_init=settings.head_zero_init, name="head_b")
+        self.embedding_dropout = tf.keras.layers.Dropout(settings.embedding_dropout, name="embedding_dropout")
+        self.use_bias = settings.bias
+        if self.use_bias:
+            # One scalar per item (task A) and per participant (task B): zeros, or with bias_init =
+            # "log_count" log(1 + training count), i.e. the model starts as the popularity ranker.
+            log_count = settings.bias_init == "log_count"
+
+            def start(counts):
+                return tf.constant_initializer(np.log1p(counts.astype(np.float64)).reshape(-1, 1)) if log_count \
+                    else "zeros"
+
+            self.item_bias = self.add_weight(name="item_bias", shape=(self.num_items, 1),
+                                             initializer=start(context.item_counts))
+            self.participant_bias = self.add_weight(name="participant_bias", shape=(self.num_users, 1),
+                                                    initializer=start(context.participant_counts))
         self.task_a = bpr_task("loss_a")
         self.task_b = bpr_task("loss_b")
         if self.aux_losses:
             self.aux_task_a = listwise_task("aux_a")
             self.aux_task_b = bpr_task("aux_b")
 
-    def _make_block(self, model: ModelConfig) -> tf.keras.layers.Layer:
+    def _make_block(self, model: MGBRSettings) -> tf.keras.layers.Layer:
         return MultiTaskBlock(model.embedding_dim, model.num_experts, model.mtl_layers, alpha=model.alpha,
                               shared=model.shared_experts, gate_softmax=model.gate_softmax, name="mtl")
 
     # -- embeddings and scoring -------------------------------------------------------------
     uses_graph_folds = True
-    rows_are_independent_in_training = True  # no training-mode op mixes rows, so the block may run in chunks
 
     def propagate(self, training: bool = False, graphs=None) -> dict[str, tf.Tensor]:
         """Eq. 1-6 over the training graphs; adds ``mean_p``, the mean participant embedding (Sec. II-E)."""
@@ -90,15 +99,11 @@ class MGBR(GroupBuyingModel):
         emb["mean_p"] = tf.reduce_mean(emb["users_p"], axis=0)
         return self._with_biases(emb)
 
-    def set_bias_prior(self, item_counts, participant_counts) -> None:
-        """``model.bias_init = "log_count"``: start each bias at log(1 + training count).
-
-        Args:
-          item_counts: [I] training groups launched with each item.
-          participant_counts: [U] training groups each user joined as a participant.
-        """
-        for var, counts in ((self.item_bias, item_counts), (self.participant_bias, participant_counts)):
-            var.assign(tf.math.log1p(tf.cast(tf.reshape(counts, [-1, 1]), var.dtype)))
+    def table_kinds(self) -> dict[str, str]:
+        kinds = {**super().table_kinds(), "mean_p": "constant"}
+        if self.use_bias:
+            kinds.update(item_bias="item", participant_bias="user")
+        return kinds
 
     def _with_biases(self, emb: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Adds the ``model.bias`` tables: [I, 1] and [U, 1], so an export gives them out-of-vocabulary rows."""

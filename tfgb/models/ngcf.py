@@ -18,23 +18,25 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfgb.config import ModelConfig, TrainConfig
+from tfgb.config import TrainConfig
 from tfgb.layers.propagation import sparse_matmul
+from tfgb.models.context import ModelContext
 from tfgb.models.dot import UserItemGraphModel
+from tfgb.models.registry import NGCFSettings
 
 
 class NGCF(UserItemGraphModel):
     """NGCF: H embedding-propagation layers with bi-interaction messages, layers concatenated.
 
     Args:
-      num_users, num_items: vocabulary sizes.
-      graphs: training graphs; the "hetero" graph gives the user-item graph.
-      model: ``embedding_dim`` (d), ``gcn_layers`` (H) and ``dropout`` (message dropout).
+      context: vocabulary sizes and training graphs; the "hetero" graph gives the user-item graph.
+      model: ``[model.ngcf]``: ``embedding_dim`` (d), ``gcn_layers`` (H) and ``dropout`` (message dropout).
       train: ``beta``.
     """
 
-    def __init__(self, num_users: int, num_items: int, graphs, model: ModelConfig, train: TrainConfig, **kwargs):
-        super().__init__(num_users, num_items, graphs, train, **kwargs)
+    def __init__(self, context: ModelContext, model: NGCFSettings, train: TrainConfig, **kwargs):
+        super().__init__(context, train, **kwargs)
+        num_users, num_items = self.num_users, self.num_items
         d = model.embedding_dim
         self.num_layers = model.gcn_layers
         self.embeddings = self.add_weight(name="embeddings", shape=(num_users + num_items, d),

@@ -1,4 +1,4 @@
-"""The popularity ranker: the floor every learned model must clear (DESIGN.md, "Model").
+"""The popularity ranker: the floor every learned model must clear (docs/design.md).
 
 No trainable weight; every statistic comes from the training graphs (binary edges, so
 popularity counts distinct partners, not repeated groups):
@@ -14,7 +14,7 @@ popularity counts distinct partners, not repeated groups):
   candidate (the out-of-vocabulary row, index U) is nobody's co-member: c = 0.
 
 On Beibei (pipelines/beibei_mgbr.toml's data and protocol; test split, 1:9) this gives MRR@10
-0.613 for task A and 0.330 for task B, the reference values of DESIGN.md (0.61; 0.30-0.34).
+0.613 for task A and 0.330 for task B, the reference values of docs/design.md (0.61; 0.30-0.34).
 
 It goes through the same train / evaluate path as every model: ``compute_loss`` returns the
 BPR losses of these fixed scores (logged as ``loss_a`` / ``loss_b``, nothing to minimise), and
@@ -30,6 +30,8 @@ import tensorflow as tf
 
 from tfgb.config import TrainConfig
 from tfgb.models.base import Graphs, GroupBuyingModel
+from tfgb.models.context import ModelContext
+from tfgb.models.registry import NoSettings
 from tfgb.tasks import bpr_task
 
 
@@ -76,17 +78,21 @@ class Popularity(GroupBuyingModel):
     """Item popularity for task A; co-membership with the initiator, then popularity, for task B.
 
     Args:
-      num_users, num_items: vocabulary sizes.
-      graphs: training graphs ("hetero", "pi", "up").
+      context: vocabulary sizes and training graphs ("hetero", "pi", "up").
+      settings: ``[model.popularity]`` (no settings).
       train: ``beta`` (weight of the logged task B loss).
     """
 
-    def __init__(self, num_users: int, num_items: int, graphs, train: TrainConfig, **kwargs):
-        super().__init__(num_users, num_items, graphs, **kwargs)
+    def __init__(self, context: ModelContext, settings: NoSettings, train: TrainConfig, **kwargs):
+        del settings
+        super().__init__(context, **kwargs)
         self.beta = train.beta
-        self._tables = Graphs(popularity_statistics(self._graphs.graphs, num_users))  # untracked constants
+        self._tables = Graphs(popularity_statistics(self._graphs.graphs, self.num_users))  # untracked constants
         self.task_a = bpr_task("loss_a")
         self.task_b = bpr_task("loss_b")
+
+    def table_kinds(self) -> dict[str, str]:
+        return {**super().table_kinds(), "social": "constant"}
 
     def propagate(self, training: bool = False, graphs=None) -> dict[str, tf.Tensor]:
         """The fixed tables of :func:`popularity_statistics` (nothing is learned)."""

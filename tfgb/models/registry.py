@@ -1,107 +1,238 @@
-"""Model registry: a recipe chooses a model by name (``model.name``), never by editing code.
+"""The model registry: one :class:`Entry` per model (docs/design.md, "Adding a model").
 
-Variants are configuration: ``mgbr-m`` is MGBR with the shared experts removed, and so on. The
-variant's settings are applied to the recipe by :func:`resolve`, so the resolved ``config.toml``
-of a run states exactly what was trained.
+An entry gives the model's name, its settings dataclass (the recipe section ``[model.<section>]``),
+the class that implements it (imported on first use: this module never imports TensorFlow), its
+variants, its tunable hyper-parameters (``python -m tfgb.tune`` reads them from here), the side
+inputs it needs (:mod:`tfgb.contract`) and whether it can run its block over chunks of a batch.
+
+Variants are configuration: ``mgbr-m`` is MGBR with ``model.mgbr.shared_experts = false``. The
+variant's settings are applied by :func:`resolve`, so the resolved ``config.toml`` of a run states
+exactly what was trained. A recipe picks a model with ``model.name`` and sets its hyper-parameters
+in its section, e.g.::
+
+    [model]
+    name = "mgbr-g"
+    [model.mgbr]
+    embedding_dim = 64
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable
-from typing import Any
+import importlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from tfgb.config import Config
+from tfgb.contract import SideInputKind
 from tfgb.errors import ConfigError
 
-Builder = Callable[[Config, int, int, dict], Any]
-
-# name -> (base model, {"section.key": forced value})
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "mgbr": ("mgbr", {}),
-    "mgbr-m": ("mgbr", {"model.shared_experts": False}),
-    "mgbr-r": ("mgbr", {"train.aux_losses": False}),
-    "mgbr-m-r": ("mgbr", {"model.shared_experts": False, "train.aux_losses": False}),
-    "mgbr-g": ("mgbr", {"model.alpha": 0.0}),
-    "mgbr-d": ("mgbr", {"model.graph": "hetero"}),
-    "mf-bpr": ("mf-bpr", {"train.aux_losses": False}),
-    # MAMGBR (paper 001) and its ablations, Sec. 4.6: -M = tasks share no parameter (no shared
-    # experts, one GCN per task; see tfgb.models.mamgbr), -MH = experts without attention, -L = no
-    # auxiliary losses.
-    "mamgbr": ("mamgbr", {}),
-    "mamgbr-m": ("mamgbr", {"model.shared_experts": False}),
-    "mamgbr-mh": ("mamgbr-mh", {}),
-    "mamgbr-l": ("mamgbr", {"train.aux_losses": False}),
-    # Baselines (MGBR Sec. III-B adaptation: task B = <e_u, e_p>), BPR on both tasks.
-    "lightgcn": ("lightgcn", {"train.aux_losses": False}),
-    "ngcf": ("ngcf", {"train.aux_losses": False}),
-    "gbmf": ("gbmf", {"train.aux_losses": False}),
-    "popularity": ("popularity", {"train.aux_losses": False}),
-}
-
-_BUILDERS: dict[str, Builder] = {}
+if TYPE_CHECKING:
+    from tfgb.config import Config
+    from tfgb.models.context import ModelContext
 
 
-def register(name: str) -> Callable[[Builder], Builder]:
-    """Register a builder ``f(config, num_users, num_items, graphs) -> model`` under ``name``."""
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A registered model.
 
-    def deco(fn: Builder) -> Builder:
-        _BUILDERS[name] = fn
-        return fn
+    Attributes:
+      name: the registry name (``model.name``).
+      settings: the dataclass of its recipe section; ``section`` is its name in ``[model.<section>]``.
+      implementation: ``"module:Class"``; the class is built as ``Class(context, settings, train)``.
+      variants: variant name -> ``{recipe key: forced value}`` (keys relative to the section, or
+        ``train.<key>``).
+      tunable: ``[tune]`` field -> the recipe key it searches (relative to the section, or ``train.<key>``).
+      needs: side inputs the model reads; :meth:`tfgb.contract.SideInputs.require` checks them.
+      chunkable: the model may run its multi-task block over chunks of a batch (``train.block_chunk``);
+        models without a block ignore that setting.
+      expert_block: the model has MGBR's multi-task expert block and trains its auxiliary losses
+        (Eq. 21, 24) when ``train.aux_losses`` is on; for the others :func:`resolve` switches them off.
+      summary: one line for listings.
+    """
 
-    return deco
+    name: str
+    settings: type
+    implementation: str
+    summary: str
+    variants: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    tunable: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    needs: tuple[SideInputKind, ...] = ()
+    chunkable: bool = False
+    expert_block: bool = False
+
+    @property
+    def section(self) -> str:
+        return self.name.replace("-", "_")
+
+    def key(self, relative: str) -> str:
+        """A full recipe key: ``train.x`` stays, ``x`` becomes ``model.<section>.x``."""
+        return relative if relative.startswith(("train.", "data.", "eval.")) else f"model.{self.section}.{relative}"
+
+    def load(self) -> type:
+        module, cls = self.implementation.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+# -- settings of each model ([model.<section>] of a recipe) -----------------------------------------
+
+@dataclasses.dataclass
+class MGBRSettings:
+    """MGBR (paper 000): multi-view GCN, multi-task experts with adjusted gates, two heads."""
+
+    embedding_dim: int = 32  # d
+    gcn_layers: int = 2  # H
+    num_experts: int = 4  # K
+    mtl_layers: int = 2  # L
+    alpha: float = 0.1  # alpha_A = alpha_B, Eq. 12-13
+    shared_experts: bool = True  # False = MGBR-M
+    graph: str = "multi"  # "multi" (three views) or "hetero" (MGBR-D)
+    standardize: bool = True  # standardize each GCN output column over all nodes before the experts
+    gate_softmax: bool = True  # gates as attention (softmax over experts); false = raw linear weights
+    init_std: float = 1.0  # std of the initial GCN embedding tables X^0 (the paper: N(0, 1))
+    embedding_dropout: float = 0.0  # dropout on e_u, e_i, e_p when training (per entity of a batch)
+    bias: bool = False  # a learned item bias on task A's logit and a participant bias on task B's
+    bias_init: str = "zeros"  # "zeros" or "log_count": log(1 + training count) of the item / participant
+    head_zero_init: bool = False  # start the heads' logit kernels at zero (the block adds nothing at step 0)
+    recompute_gcn: bool = False  # recompute the GCN activations in the backward pass (less memory, more time)
+    mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [32])
+
+
+@dataclasses.dataclass
+class MAMGBRSettings(MGBRSettings):
+    """MAMGBR (paper 001): MGBR with multi-head attention experts and two-layer softmax gates."""
+
+    heads: int = 8  # attention heads
+    dropout: float = 0.1
+    attention: bool = True  # False = MAMGBR-MH (experts without multi-head attention)
+
+
+@dataclasses.dataclass
+class EmbeddingSettings:
+    """Dot-product baselines without propagation."""
+
+    embedding_dim: int = 32
+
+
+@dataclasses.dataclass
+class GraphSettings:
+    """Dot-product baselines with graph propagation."""
+
+    embedding_dim: int = 32
+    gcn_layers: int = 2  # propagation layers
+
+
+@dataclasses.dataclass
+class NGCFSettings(GraphSettings):
+    dropout: float = 0.1  # message dropout, training only
+
+
+@dataclasses.dataclass
+class GBMFSettings(EmbeddingSettings):
+    friend_weight: float = 0.5  # a: weight of the friends' term in task A
+
+
+@dataclasses.dataclass
+class NoSettings:
+    """A model without hyper-parameters."""
+
+
+_EXPERT_TUNABLE = {"embedding_dim": "embedding_dim", "num_experts": "num_experts", "mtl_layers": "mtl_layers",
+                   "alpha": "alpha", "beta": "train.beta", "beta_a": "train.beta_a", "beta_b": "train.beta_b",
+                   "learning_rate": "train.learning_rate"}
+_DOT_TUNABLE = {"embedding_dim": "embedding_dim", "beta": "train.beta", "learning_rate": "train.learning_rate"}
+
+ENTRIES: dict[str, Entry] = {}
+
+
+def register(entry: Entry) -> Entry:
+    """Add ``entry`` (a model and its variants) to the registry; names must be new."""
+    for name in (entry.name, *entry.variants):
+        if name in ENTRIES or name in _VARIANT_OF:
+            raise ValueError(f"model name '{name}' is already registered")
+    ENTRIES[entry.name] = entry
+    for variant in entry.variants:
+        _VARIANT_OF[variant] = entry.name
+    return entry
+
+
+_VARIANT_OF: dict[str, str] = {}
+
+register(Entry(
+    "mgbr", MGBRSettings, "tfgb.models.mgbr:MGBR", "MGBR: multi-view GCN + multi-task experts (paper 000)",
+    variants={"mgbr-m": {"shared_experts": False}, "mgbr-r": {"train.aux_losses": False},
+              "mgbr-m-r": {"shared_experts": False, "train.aux_losses": False}, "mgbr-g": {"alpha": 0.0},
+              "mgbr-d": {"graph": "hetero"}},
+    tunable=_EXPERT_TUNABLE, chunkable=True, expert_block=True))
+# MAMGBR's ablations, Sec. 4.6: -M = tasks share no parameter (no shared experts, one GCN per task;
+# see tfgb.models.mamgbr), -MH = experts without attention, -L = no auxiliary losses.
+register(Entry(
+    "mamgbr", MAMGBRSettings, "tfgb.models.mamgbr:MAMGBR", "MAMGBR: MGBR with attention experts (paper 001)",
+    variants={"mamgbr-m": {"shared_experts": False}, "mamgbr-mh": {"attention": False},
+              "mamgbr-l": {"train.aux_losses": False}},
+    tunable={**_EXPERT_TUNABLE, "heads": "heads", "dropout": "dropout"}, expert_block=True))
+# Baselines (MGBR Sec. III-B adaptation: task B = <e_u, e_p>), BPR on both tasks.
+register(Entry("lightgcn", GraphSettings, "tfgb.models.lightgcn:LightGCN", "LightGCN over the user-item graph",
+               tunable=_DOT_TUNABLE))
+register(Entry("ngcf", NGCFSettings, "tfgb.models.ngcf:NGCF", "NGCF over the user-item graph",
+               tunable={**_DOT_TUNABLE, "dropout": "dropout"}))
+register(Entry("gbmf", GBMFSettings, "tfgb.models.gbmf:GBMF", "GBMF: initiator and participant roles, friends",
+               tunable=_DOT_TUNABLE))
+register(Entry("mf-bpr", EmbeddingSettings, "tfgb.models.mf:MFBPR", "matrix factorisation with BPR",
+               tunable=_DOT_TUNABLE))
+register(Entry("popularity", NoSettings, "tfgb.models.popularity:Popularity",
+               "item popularity (task A); co-membership, then popularity (task B): the floor"))
 
 
 def names() -> list[str]:
-    return sorted(VARIANTS)
+    """Every model and variant name, sorted."""
+    return sorted([*ENTRIES, *_VARIANT_OF])
+
+
+def entry(name: str) -> Entry:
+    """The entry of a model or variant name; ConfigError with the closest name otherwise."""
+    key = name.lower()
+    if key in ENTRIES:
+        return ENTRIES[key]
+    if key in _VARIANT_OF:
+        return ENTRIES[_VARIANT_OF[key]]
+    close = difflib.get_close_matches(key, names(), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"unknown model '{name}'{hint} (known: {', '.join(names())})")
+
+
+def forced(name: str) -> dict[str, Any]:
+    """The full recipe keys a variant forces (empty for a base model)."""
+    e = entry(name)
+    return {e.key(k): v for k, v in e.variants.get(name.lower(), {}).items()}
+
+
+def settings(config: Config) -> Any:
+    """The settings dataclass of the recipe's model (its ``[model.<section>]``)."""
+    return getattr(config.model, entry(config.model.name).section)
 
 
 def resolve(config: Config) -> Config:
-    """Return a copy of ``config`` with the named variant's settings applied."""
-    name = config.model.name.lower()
-    if name not in VARIANTS:
-        close = difflib.get_close_matches(name, names(), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown model '{config.model.name}'{hint} (known: {', '.join(names())})")
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, name=name),
-                                 train=dataclasses.replace(config.train))
-    for key, value in VARIANTS[name][1].items():
-        section, field = key.split(".")
-        setattr(getattr(config, section), field, value)
+    """A copy of ``config`` with the named variant's settings applied (and the name lower-cased)."""
+    import copy
+
+    from tfgb import config as cfg
+
+    e = entry(config.model.name)
+    config = copy.deepcopy(config)
+    config.model.name = config.model.name.lower()
+    if not e.expert_block:
+        config.train.aux_losses = False  # only MGBR-style models train the auxiliary losses
+    for key, value in forced(config.model.name).items():
+        cfg.set_key(config, key, value)
     return config
 
 
-def build(config: Config, num_users: int, num_items: int, graphs: dict) -> Any:
-    """Build the model named by ``config.model.name`` (after :func:`resolve`)."""
+def build(config: Config, context: ModelContext) -> Any:
+    """Build the recipe's model from ``context`` (after :func:`resolve`); checks its side inputs."""
     config = resolve(config)
-    base = VARIANTS[config.model.name][0]
-    _load_builtin()
-    return _BUILDERS[base](config, num_users, num_items, graphs)
-
-
-# Built-in builders: name -> (module, class, extra constructor arguments), imported on first use.
-_BUILTIN: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "mgbr": ("tfgb.models.mgbr", "MGBR", {}),
-    "mf-bpr": ("tfgb.models.mf", "MFBPR", {}),
-    "mamgbr": ("tfgb.models.mamgbr", "MAMGBR", {}),
-    "mamgbr-mh": ("tfgb.models.mamgbr", "MAMGBR", {"attention": False}),
-    "lightgcn": ("tfgb.models.lightgcn", "LightGCN", {}),
-    "ngcf": ("tfgb.models.ngcf", "NGCF", {}),
-    "gbmf": ("tfgb.models.gbmf", "GBMF", {}),
-    "popularity": ("tfgb.models.popularity", "Popularity", {}),
-}
-
-
-def _load_builtin() -> None:
-    import importlib
-
-    for name, (module, cls_name, extra) in _BUILTIN.items():
-        if name in _BUILDERS:
-            continue
-        cls = getattr(importlib.import_module(module), cls_name)
-        model_name = name.replace("-", "_")
-        if cls_name == "Popularity":  # no model hyper-parameters
-            _BUILDERS[name] = lambda c, u, i, g, cls=cls, n=model_name: cls(u, i, g, c.train, name=n)
-        else:
-            _BUILDERS[name] = (lambda c, u, i, g, cls=cls, n=model_name, extra=extra:
-                               cls(u, i, g, c.model, c.train, name=n, **extra))
+    e = entry(config.model.name)
+    context.side.require(e.needs, config.model.name)
+    if config.train.block_chunk and e.expert_block and not e.chunkable:
+        raise ConfigError(f"train.block_chunk is not supported by model '{config.model.name}': its block mixes the "
+                          "rows of a batch in training (batch normalisation), so chunks would change the loss")
+    return e.load()(context, settings(config), config.train, name=config.model.name.replace("-", "_"))

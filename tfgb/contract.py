@@ -1,0 +1,184 @@
+"""The data contract between tfgb's data layer and its models (docs/design.md, "Data contract").
+
+Two things cross that boundary:
+
+1. **The training batch** (:data:`TRAINING_BATCH`): a dict of tensors, one per :class:`Field`, that
+   :mod:`tfgb.data.stream` emits and every model's ``compute_loss`` reads. Shapes are written with
+   the symbols ``B`` (triples in the batch) and ``T`` (``train.aux_size``). Ids are vocabulary
+   indices (``int32``). ``fold`` is present only under ``train.graph_folds`` > 1.
+2. **Side inputs** (:class:`SideInputs`): tables about users, items and interactions beyond the
+   deal groups, built from the training split only. A model declares the side inputs it needs
+   (its registry entry's ``needs``); a model that needs one the recipe does not provide stops with
+   one sentence naming the recipe key (:meth:`SideInputs.require`). Kinds (:data:`SIDE_INPUTS`):
+
+   * ``interactions``: every (user, item) interaction of the training split with an ordered
+     behaviour: for group buying ``launch`` (a failed launch) then ``deal`` (a group that
+     reached its size). A row carries the furthest behaviour it reached, so in a cascade
+     ``launch -> deal`` a deal is a launch too.
+   * ``user_features``: categorical columns per user (integer codes, 0 = unknown).
+   * ``item_categories``: a root-to-leaf category path per item.
+   * ``user_relations``: typed user-user edges.
+
+Only ``interactions`` can be derived from today's data (deal groups and failed launches); the
+other kinds are declared here so that the models that need them plug in without a change of
+contract, and their readers land with those models.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from tfgb.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One tensor of the training batch: name, dtype and symbolic shape."""
+
+    name: str
+    dtype: str  # a numpy / TensorFlow dtype name
+    shape: tuple[str | int, ...]  # "B" = triples of the batch, "T" = train.aux_size
+    doc: str
+
+    def concrete_shape(self, aux_size: int) -> list[int | None]:
+        """The shape with ``B`` unknown (None) and ``T`` = ``aux_size``."""
+        return [None if dim == "B" else aux_size if dim == "T" else int(dim) for dim in self.shape]
+
+
+TRAINING_BATCH: tuple[Field, ...] = (
+    Field("initiator", "int32", ("B",), "the initiator u of each triple"),
+    Field("item", "int32", ("B",), "the item i the initiator launched"),
+    Field("participant", "int32", ("B",), "a participant p who joined the group"),
+    Field("neg_item", "int32", ("B",), "an item u never interacted with in training (task A's BPR negative)"),
+    Field("neg_participant", "int32", ("B",), "a user neither u nor in the group (task B's BPR negative)"),
+    Field("aux_items", "int32", ("B", "T"), "T^I: items u never interacted with in training (MGBR Eq. 21)"),
+    Field("aux_participants", "int32", ("B", "T"), "T^P: users outside the group (MGBR Eq. 24)"),
+)
+FOLD = Field("fold", "int32", ("B",), "train.graph_folds > 1: the fold of the batch (one value per batch)")
+FIELDS: dict[str, Field] = {f.name: f for f in (*TRAINING_BATCH, FOLD)}
+
+
+def batch_fields(folds: bool) -> tuple[Field, ...]:
+    """The fields of a training batch, with ``fold`` when the stream is folded."""
+    return (*TRAINING_BATCH, FOLD) if folds else TRAINING_BATCH
+
+
+def check_batch(batch: Mapping[str, object], aux_size: int, folds: bool) -> None:
+    """Raise ``ValueError`` naming the field when ``batch`` does not follow the contract.
+
+    Checks names, dtypes and ranks, the aux width ``T`` and that every field has the same ``B``.
+    Works on numpy arrays and tensors alike (anything with ``.shape`` and ``.dtype``).
+    """
+    expected = {f.name: f for f in batch_fields(folds)}
+    if set(batch) != set(expected):
+        missing, extra = sorted(set(expected) - set(batch)), sorted(set(batch) - set(expected))
+        raise ValueError(f"training batch fields differ from the contract: missing {missing}, unexpected {extra}")
+    sizes = set()
+    for name, field in expected.items():
+        value = batch[name]
+        dtype = getattr(value.dtype, "name", str(value.dtype))
+        shape = list(value.shape)
+        if dtype != field.dtype:
+            raise ValueError(f"training batch field '{name}' has dtype {dtype}, the contract says {field.dtype}")
+        want = field.concrete_shape(aux_size)
+        if len(shape) != len(want) or any(w is not None and s != w for s, w in zip(shape, want)):
+            raise ValueError(f"training batch field '{name}' has shape {shape}, the contract says {field.shape} "
+                             f"with T = {aux_size}")
+        sizes.add(shape[0])
+    if len(sizes) > 1:
+        raise ValueError(f"training batch fields disagree on B: {sorted(sizes)}")
+
+
+# -- side inputs ------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SideInputKind:
+    """A kind of side input: its name, the recipe key that provides it, and what it is."""
+
+    name: str
+    recipe_key: str
+    description: str
+
+
+INTERACTIONS = SideInputKind("interactions", "data.failed_launches",
+                             "interactions with an ordered behaviour type (failed launches and deals)")
+USER_FEATURES = SideInputKind("user_features", "data.user_features", "a table of user features")
+ITEM_CATEGORIES = SideInputKind("item_categories", "data.item_categories", "a category path per item")
+USER_RELATIONS = SideInputKind("user_relations", "data.user_relations", "typed user-user relations")
+SIDE_INPUTS: dict[str, SideInputKind] = {k.name: k for k in (INTERACTIONS, USER_FEATURES, ITEM_CATEGORIES,
+                                                               USER_RELATIONS)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Interactions:
+    """Training interactions with an ordered behaviour (see the module docstring).
+
+    Attributes:
+      user, item: ``int32`` [N] vocabulary indices.
+      behavior: ``int8`` [N], an index into ``behaviors`` (the furthest behaviour reached).
+      behaviors: behaviour names in cascade order, e.g. ``("launch", "deal")``.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    behavior: np.ndarray
+    behaviors: tuple[str, ...]
+
+    def __post_init__(self):
+        n = len(self.user)
+        if len(self.item) != n or len(self.behavior) != n:
+            raise ValueError("interactions: user, item and behavior must have the same length")
+        if n and (self.behavior.min() < 0 or self.behavior.max() >= len(self.behaviors)):
+            raise ValueError(f"interactions: behaviour codes must index {self.behaviors}")
+
+    def counts(self) -> dict[str, int]:
+        """Rows per behaviour name."""
+        found = np.bincount(self.behavior, minlength=len(self.behaviors))
+        return {name: int(c) for name, c in zip(self.behaviors, found)}
+
+
+@dataclasses.dataclass(frozen=True)
+class UserFeatures:
+    """Categorical user features: ``columns[name]`` is ``int32`` [U] codes in ``[0, sizes[name])``, 0 = unknown."""
+
+    columns: Mapping[str, np.ndarray]
+    sizes: Mapping[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemCategories:
+    """Category paths: ``nodes`` ``int32`` [I, depth] node ids from the root (0 = padding), ``names`` per id."""
+
+    nodes: np.ndarray
+    names: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class UserRelations:
+    """Typed user-user edges: ``src``, ``dst`` ``int32`` [E], ``relation`` ``int8`` [E] into ``names``."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    relation: np.ndarray
+    names: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SideInputs:
+    """The side inputs a recipe provides (None = not provided)."""
+
+    interactions: Interactions | None = None
+    user_features: UserFeatures | None = None
+    item_categories: ItemCategories | None = None
+    user_relations: UserRelations | None = None
+
+    def provided(self) -> list[str]:
+        return [name for name in SIDE_INPUTS if getattr(self, name) is not None]
+
+    def require(self, kinds: Iterable[SideInputKind], model: str) -> None:
+        """Raise a one-sentence :class:`ConfigError` naming the recipe key of the first missing kind."""
+        for kind in kinds:
+            if getattr(self, kind.name) is None:
+                raise ConfigError(f"model '{model}' needs {kind.description}: set '{kind.recipe_key}' in the recipe")

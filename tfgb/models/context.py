@@ -1,0 +1,75 @@
+"""What a model is built from: one :class:`ModelContext` (docs/design.md, "Models").
+
+Every registered model is constructed as ``Model(context, settings, train)``: the context carries
+everything that comes from the data (vocabulary sizes, the training graphs and, under
+``train.graph_folds``, each fold's graphs, training counts, side inputs); ``settings`` is the
+model's own recipe section (``[model.<name>]``); ``train`` the recipe's ``[train]`` section. Nothing
+is attached to a model after construction.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tfgb.contract import Interactions, SideInputs
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from tfgb.config import Config
+    from tfgb.data.prepare import Prepared
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelContext:
+    """The data-derived inputs of a model's constructor.
+
+    Attributes:
+      num_users, num_items: vocabulary sizes U and I.
+      graphs: the training graphs (:func:`tfgb.data.graphs.build_graphs`: "ui", "pi", "up", "hetero"),
+        normalised SparseTensors built from every training group.
+      fold_graphs: under ``train.graph_folds`` = k > 1, per fold f the same graphs built without
+        fold f's groups; empty otherwise.
+      item_counts: ``int64`` [I] training groups launched with each item.
+      participant_counts: ``int64`` [U] training groups each user joined as a participant.
+      side: the side inputs the recipe provides (:mod:`tfgb.contract`).
+    """
+
+    num_users: int
+    num_items: int
+    graphs: Mapping[str, tf.sparse.SparseTensor]
+    fold_graphs: tuple[Mapping[str, tf.sparse.SparseTensor], ...] = ()
+    item_counts: np.ndarray | None = None
+    participant_counts: np.ndarray | None = None
+    side: SideInputs = dataclasses.field(default_factory=SideInputs)
+
+    def __post_init__(self):
+        if self.item_counts is None:
+            object.__setattr__(self, "item_counts", np.zeros(self.num_items, np.int64))
+        if self.participant_counts is None:
+            object.__setattr__(self, "participant_counts", np.zeros(self.num_users, np.int64))
+        if len(self.item_counts) != self.num_items or len(self.participant_counts) != self.num_users:
+            raise ValueError("item_counts / participant_counts must have I / U entries")
+
+    @classmethod
+    def from_prepared(cls, data: Prepared, config: Config) -> ModelContext:
+        """The context of ``data`` for ``config`` (fold graphs when ``train.graph_folds`` > 1)."""
+        train = config.train
+        folds = tuple(data.fold_graphs(train.graph_folds, train.seed)) if train.graph_folds > 1 else ()
+        return cls(num_users=data.num_users, num_items=data.num_items, graphs=data.graphs(), fold_graphs=folds,
+                   item_counts=np.bincount(data.train.item, minlength=data.num_items),
+                   participant_counts=np.bincount(data.train.participants, minlength=data.num_users),
+                   side=side_inputs(data))
+
+
+def side_inputs(data: Prepared) -> SideInputs:
+    """The side inputs today's data layer provides: interactions when there are failed launches."""
+    if len(data.failed_users) == 0:
+        return SideInputs()
+    user = np.concatenate([data.failed_users, data.train.initiator]).astype(np.int32)
+    item = np.concatenate([data.failed_items, data.train.item]).astype(np.int32)
+    behavior = np.concatenate([np.zeros(len(data.failed_users), np.int8), np.ones(len(data.train), np.int8)])
+    return SideInputs(interactions=Interactions(user, item, behavior, ("launch", "deal")))
