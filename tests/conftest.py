@@ -14,8 +14,8 @@ def tiny_run(tmp_path_factory) -> Path:
     from tfgb.train import load_config, train
 
     tmp = tmp_path_factory.mktemp("tiny")
-    config = load_config(None, ["train.epochs=1", "data.synth.groups=1500", "data.synth.users=600",
-                                "data.synth.items=150", "model.bias=true", f"data.cache_dir={tmp}/cache"])
+    config = load_config(None, ["train.epochs=1", "train.budget_steps=0", "data.synth.groups=1500", "data.synth.users=600",
+                                "data.synth.items=150", "model.mgbr.bias=true", f"data.cache_dir={tmp}/cache"])
     train(config, None, tmp / "run", progress=False)
     return tmp / "run"
 

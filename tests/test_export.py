@@ -29,11 +29,10 @@ def saved_model_cli(*args: str) -> str:
 @pytest.fixture(scope="module")
 def session(tiny_run: Path):
     """The run restored in this process, as tfgb.evaluate restores it."""
-    from tfgb.train import _build_variables, build_session, restore
+    from tfgb.session import Session
 
-    s = build_session(RunDir(tiny_run).load_config(), None, tiny_run)
-    _build_variables(s)
-    assert restore(s, "best")
+    s = Session.open(tiny_run)
+    assert s.restored == "best"
     return s
 
 

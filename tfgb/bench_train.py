@@ -30,7 +30,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     add_train_arguments(parser)
-    parser.add_argument("--model-dir", help="a trained run to restore (default: freshly initialised weights)")
+    parser.add_argument("--model-dir", help="a trained run, restored with its own recipe (--pipeline and --set unused; "
+                        "default: the recipe with freshly initialised weights)")
     parser.add_argument("--max-groups", type=int, default=2000, help="test lists to score (0 = all)")
 
 
@@ -95,18 +96,13 @@ def _dense_flops_per_second(repeats: int) -> float:
 
 
 def _session(args: argparse.Namespace, model_dir: str):
-    from tfgb.train import (
-        _build_variables,
-        build_session,
-        configure_determinism,
-        load_config,
-    )
+    """The recipe and a fresh :class:`tfgb.session.Session` of it in ``model_dir`` (variables built)."""
+    from tfgb.session import Session, configure_determinism
+    from tfgb.train import load_config
 
     config = load_config(args.pipeline, args.set)
     configure_determinism(config.train.deterministic)
-    session = build_session(config, args.data_dir, model_dir)
-    _build_variables(session)
-    return config, session
+    return config, Session.create(config, args.data_dir, model_dir)
 
 
 def bench_train(args: argparse.Namespace) -> int:
@@ -138,9 +134,11 @@ def bench_train(args: argparse.Namespace) -> int:
 
         prop_s = _median_seconds(lambda: [g.numpy() for g in propagate() if g is not None], args.steps)
         dense = _dense_flops_per_second(args.steps)
-    m = config.model
+    from tfgb.models import registry
+
+    m = registry.settings(config)
     rows = b * (4 + 2 * t)
-    chunk = getattr(model, "block_chunk", 0) or b
+    chunk = config.train.block_chunk or b
 
     def distinct_ids(*keys: str) -> int:  # the block projects each distinct item / participant of a chunk once
         return sum(len(np.unique(np.concatenate([np.ravel(batch[key][start:start + chunk]) for key in keys
@@ -150,7 +148,8 @@ def bench_train(args: argparse.Namespace) -> int:
     distinct = {"u": b, "i": distinct_ids("item", "neg_item", "aux_items"),
                 "p": -(-b // chunk) + distinct_ids("participant", "neg_participant", "aux_participants")}  # + mean
     rows_a, rows_b = b * (2 + 2 * t), b * (2 + t)  # rows whose task-A / task-B score is used
-    flops = 3 * block_flops(rows_a, rows_b, rows, distinct, 2 * m.embedding_dim, m.embedding_dim, m.num_experts, m.mtl_layers,
+    expert_block = registry.entry(config.model.name).expert_block
+    flops = 0.0 if not expert_block else 3 * block_flops(rows_a, rows_b, rows, distinct, 2 * m.embedding_dim, m.embedding_dim, m.num_experts, m.mtl_layers,
                             m.shared_experts, m.alpha, m.mlp_hidden)  # forward + backward ~ 3x forward
     rest_s = max(step_s - prop_s, 1e-9)
     per_group = float(np.mean(session.data.train.sizes))
@@ -182,12 +181,14 @@ def bench_train(args: argparse.Namespace) -> int:
 
 def bench_eval(args: argparse.Namespace) -> int:
     from tfgb.evaluation import Scorer, subsample
-    from tfgb.train import restore
+    from tfgb.session import Session
 
     with tempfile.TemporaryDirectory(prefix="tfgb-bench-") as tmp:
-        config, session = _session(args, args.model_dir or tmp)
-        if args.model_dir:
-            restore(session, "best") or restore(session, "last")
+        if args.model_dir:  # a trained run: its own recipe and data, best checkpoint restored
+            session = Session.open(args.model_dir, args.data_dir)
+            config = session.config
+        else:
+            config, session = _session(args, tmp)
         lists = session.data.test_candidates
         chosen = lists.take(subsample(lists, args.max_groups, seed=0))
         k = max(k for k in config.eval.ks if k <= lists.negatives + 1)

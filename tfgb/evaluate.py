@@ -11,24 +11,22 @@ import argparse
 import json
 import sys
 
-from tfgb.errors import ConfigError, cli_boundary, setup_logging
+from tfgb.errors import cli_boundary, setup_logging
 from tfgb.evaluation import evaluate
 from tfgb.metrics import key_order
-from tfgb.rundir import RunDir
 
 
 def evaluate_run(model_dir: str, split: str = "test", max_groups: int | None = None,
                  data_dir: str | None = None, progress: bool = True) -> dict:
-    """Evaluate the best checkpoint of the run in ``model_dir``."""
-    from tfgb.train import _build_variables, build_session, restore
+    """Evaluate the best checkpoint of the run in ``model_dir`` (the last one when none is best).
 
-    run = RunDir(model_dir)
-    config = run.load_config()
-    data_dir = data_dir or run.read_data_dir()
-    session = build_session(config, data_dir, model_dir)
-    _build_variables(session)
-    if not (restore(session, "best") or restore(session, "last")):
-        raise ConfigError(f"{model_dir}: no checkpoint to evaluate; train first")
+    Raises:
+      ConfigError: ``model_dir`` is not a trained run (:meth:`tfgb.session.Session.open`).
+    """
+    from tfgb.session import Session
+
+    session = Session.open(model_dir, data_dir)
+    run, config = session.run, session.config
     lists = session.data.valid_candidates if split == "valid" else session.data.test_candidates
     groups = config.eval.max_groups if max_groups is None else max_groups
     result = evaluate(session.model, lists, ks=config.eval.ks, batch_size=config.eval.batch_size,

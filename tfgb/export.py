@@ -36,8 +36,6 @@ from tfgb.rundir import RunDir
 log = logging.getLogger("tfgb.export")
 
 _VERSION = re.compile(r"^\d+$")
-_USER_TABLES = ("users_i", "users_p")
-_ITEM_TABLES = ("items",)
 
 
 def list_versions(export_base: str | os.PathLike) -> list[int]:
@@ -48,19 +46,22 @@ def list_versions(export_base: str | os.PathLike) -> list[int]:
     return sorted(int(p.name) for p in base.iterdir() if _VERSION.match(p.name) and p.is_dir())
 
 
-def with_oov_rows(emb: dict[str, tf.Tensor], num_users: int, num_items: int) -> dict[str, tf.Tensor]:
+def with_oov_rows(emb: dict[str, tf.Tensor], kinds: dict[str, str]) -> dict[str, tf.Tensor]:
     """Append the mean row to every per-user and per-item table (index U or I = out of vocabulary).
 
-    Tables are recognised by name (``users_i``, ``users_p``, ``items``) or, for other keys a
-    model may return, by a first dimension of U or I on a rank >= 2 tensor; anything else (e.g.
-    ``mean_p`` [D]) is kept as it is.
+    ``kinds`` is the model's declaration (:meth:`~tfgb.models.base.GroupBuyingModel.table_kinds`):
+    ``"user"`` and ``"item"`` tables get the row, ``"constant"`` tensors are kept as they are.
+
+    Raises:
+      ValueError: ``emb`` holds a tensor whose kind the model does not declare.
     """
+    undeclared = sorted(set(emb) - set(kinds))
+    if undeclared:
+        raise ValueError(f"propagate returned tensors without a declared kind (table_kinds): {undeclared}")
     out = {}
     for key, value in emb.items():
         value = tf.convert_to_tensor(value)
-        is_table = key in _USER_TABLES + _ITEM_TABLES or (
-            value.shape.rank >= 2 and value.shape[0] in (num_users, num_items))
-        if is_table:
+        if kinds[key] in ("user", "item"):
             value = tf.concat([value, tf.reduce_mean(value, axis=0, keepdims=True)], 0)
         out[key] = value
     return out
@@ -89,7 +90,7 @@ class ServingModule(tf.Module):
         super().__init__(name="tfgb_serving")
         num_users, num_items = len(user_ids), len(item_ids)
         self.embeddings = {key: tf.Variable(value, trainable=False, name=key)
-                           for key, value in with_oov_rows(emb, num_users, num_items).items()}
+                           for key, value in with_oov_rows(emb, model.table_kinds()).items()}
         self.users = _vocab_table(user_ids, "users")
         self.items = _vocab_table(item_ids, "items")
         self.scoring_variables: dict[str, tf.Variable] = {}
@@ -147,18 +148,10 @@ def _open_run(model_dir: str | os.PathLike):
 
 
 def _restore_model(model_dir: Path, data_dir: str | None):
-    """Build the run's session and restore its best checkpoint (the last one when none is best)."""
-    from tfgb.train import _build_variables, build_session, restore
+    """The run's :class:`tfgb.session.Session` with its best checkpoint restored (the last one when none is best)."""
+    from tfgb.session import Session
 
-    run, config = _open_run(model_dir)
-    if not any(tf.train.latest_checkpoint(str(d)) for d in (run.best, run.last)):
-        raise ConfigError(f"{model_dir}: no checkpoint to export; train first")
-    session = build_session(config, data_dir or run.read_data_dir(), model_dir)
-    _build_variables(session)
-    if not restore(session, "best"):
-        log.warning("%s: no best checkpoint, exporting the last one", model_dir)
-        restore(session, "last")
-    return session
+    return Session.open(model_dir, data_dir)
 
 
 def build_module(session) -> ServingModule:

@@ -5,10 +5,11 @@ Layout::
     MODEL_DIR/config.toml          resolved recipe (after --set overrides and the model variant)
     MODEL_DIR/vocab/users.txt      raw user ids, one per line, line n = index n
     MODEL_DIR/vocab/items.txt      raw item ids
-    MODEL_DIR/checkpoints/last/    model + optimizer + epoch counter after the last completed epoch
-    MODEL_DIR/checkpoints/best/    the epoch with the best validation objective
-    MODEL_DIR/history.csv          one row per completed epoch: loss terms, validation metrics, seconds
-    MODEL_DIR/metrics.json         final metrics per split and task
+    MODEL_DIR/checkpoints/last/    model + optimizer + progress (tfgb.session.Progress) at the last validation
+    MODEL_DIR/checkpoints/best/    the same at the validation with the best objective
+    MODEL_DIR/history.csv          one row per validation: step, epoch, loss terms, validation metrics,
+                                   seconds; the last row also says why training stopped (stop_reason)
+    MODEL_DIR/metrics.json         final metrics per split and task, steps trained, stop_reason
     MODEL_DIR/data_source.json     the --data-dir the run read (absolute), for evaluate/export
 
 Every file is written atomically (temporary file, then rename), so a killed run never leaves a
@@ -39,7 +40,10 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
 
 
 # Settings a run may change when it resumes: how long to train and how to evaluate at the end.
-RESUMABLE_CHANGES = ("train.epochs:", "eval.")
+RESUMABLE_CHANGES = ("train.epochs:", "train.budget_steps:", "train.patience:", "train.max_minutes:", "eval.")
+
+# The two checkpoints of a run, in the order a trained run is restored from.
+CHECKPOINTS = ("best", "last")
 
 
 class RunDir:
@@ -55,6 +59,16 @@ class RunDir:
     history = property(lambda self: self.path / "history.csv")
     metrics = property(lambda self: self.path / "metrics.json")
     source = property(lambda self: self.path / "data_source.json")
+
+    def checkpoint_dir(self, which: str) -> Path:
+        """``checkpoints/best`` or ``checkpoints/last``."""
+        if which not in CHECKPOINTS:
+            raise ValueError(f"a run's checkpoints are {CHECKPOINTS}, not {which!r}")
+        return self.path / "checkpoints" / which
+
+    def has_checkpoint(self, which: str) -> bool:
+        """Whether the ``best`` / ``last`` checkpoint has been written (a checkpoint index exists)."""
+        return (self.checkpoint_dir(which) / "checkpoint").exists()
 
     def write_data_dir(self, data_dir: str | None) -> None:
         """Remember where the data came from, so evaluate/export need no --data-dir."""

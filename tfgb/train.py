@@ -1,50 +1,106 @@
-"""``python -m tfgb.train``: train a model from a pipeline recipe, resumably.
+"""``python -m tfgb.train``: train a model from a pipeline recipe, resumably, for as long as the data needs.
 
-With no arguments it trains the default recipe on the built-in synthetic data. Per epoch: a
-progress bar with every loss term, validation metrics on a seeded subsample, the best checkpoint
-kept by mean validation MRR@10 of the two tasks. At the end: valid and test metrics of both
-tasks at 1:9 and 1:99 in ``metrics.json``. A killed run started again with the same model dir
-resumes from its last completed epoch; with op determinism on, it ends with the same metrics as
-an uninterrupted run (the data stream of epoch e depends only on the seed and e).
+With no arguments it trains the default recipe on the built-in synthetic data. The run validates
+every ``train.eval_every_steps`` optimizer steps (counted across epochs), or ``train.evals_per_epoch``
+times per epoch when that is 0, and where the budget ends: validation metrics on a seeded subsample,
+the best checkpoint kept by the mean validation MRR@10 of the two tasks (the objective). It stops at
+the first of (:class:`tfgb.config.TrainConfig`):
+
+* ``patience``: that many validations in a row without a better objective (0 = off);
+* the step budget: max(``epochs`` epochs, ``budget_steps`` steps), so a recipe written for a large
+  data set still trains ``budget_steps`` steps (several epochs) on a small one;
+* ``max_minutes`` of training and validation, summed over resumes (0 = no limit); checked after
+  every step, so the run ends within one step and one validation of it.
+
+``history.csv`` and ``metrics.json`` say why it stopped (``stop_reason``). At the end: valid and test
+metrics of both tasks on every list length of ``eval.ks`` in ``metrics.json``. A killed run started
+again with the same model dir resumes from its last validation (weights, optimizer, step, patience
+counter and time spent come from the checkpoint); with op determinism on, it ends with the metrics
+of an uninterrupted run (batch b of epoch e depends only on the seed, e and b).
+
+Library use: :func:`train` (or :func:`fit` on a :class:`tfgb.session.Session`) takes ``hooks``,
+functions called with the :class:`Position` of every training step, e.g. to interrupt a run.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
-import os
 import resource
-import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from tfgb import config as cfg
 from tfgb import models
-from tfgb.data.prepare import Prepared, prepare
 from tfgb.errors import cli_boundary, setup_logging
 from tfgb.evaluation import evaluate, objective
 from tfgb.rundir import RunDir
+from tfgb.session import Session, configure_determinism
 
 log = logging.getLogger("tfgb.train")
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "default.toml"
 
 
-@dataclasses.dataclass
-class Session:
-    """Everything a run needs, built once: data, graphs, model, checkpoint state."""
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where a run is after a training step: ``step`` steps done in all; that step trained batch
+    ``batch`` (0-based) of epoch ``epoch`` (0-based)."""
 
-    config: cfg.Config
-    run: RunDir
-    data: Prepared
-    model: tf.keras.Model
-    checkpoint: tf.train.Checkpoint
-    epoch: tf.Variable
-    best: tf.Variable
+    step: int
+    epoch: int
+    batch: int
+
+
+BatchHook = Callable[[Position], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Where a run validates and where its budget ends, in optimizer steps numbered across epochs."""
+
+    steps_per_epoch: int
+    total: int  # the step budget: max(epochs x steps_per_epoch, budget_steps)
+    every: int  # eval_every_steps; 0 = evals_per_epoch parts of each epoch
+    per_epoch: int
+    by_steps: bool  # whether budget_steps, not epochs, sets the budget
+
+    @classmethod
+    def of(cls, train: cfg.TrainConfig, steps_per_epoch: int) -> Plan:
+        by_epochs = train.epochs * steps_per_epoch
+        return cls(steps_per_epoch, max(by_epochs, train.budget_steps), train.eval_every_steps,
+                   train.evals_per_epoch, train.budget_steps > by_epochs)
+
+    def next_validation(self, step: int) -> int:
+        """The step of the first validation after ``step``: the next multiple of ``every``, or the next
+        of the epoch's parts ``floor(n k / evals_per_epoch)``, k = 1..evals_per_epoch; at most the budget."""
+        if self.every > 0:
+            return min((step // self.every + 1) * self.every, self.total)
+        n = self.steps_per_epoch
+        epoch, done = divmod(step, n)
+        part = next(n * k // self.per_epoch for k in range(1, self.per_epoch + 1) if n * k // self.per_epoch > done)
+        return min(epoch * n + part, self.total)
+
+    def epochs(self, step: int) -> int | float:
+        """``step`` in epochs: 3 of 4 steps per epoch -> 0.75; whole epochs stay ints."""
+        whole, rest = divmod(step, self.steps_per_epoch)
+        return whole if rest == 0 else round(step / self.steps_per_epoch, 3)
+
+
+def stop_reason(plan: Plan, progress: dict, train: cfg.TrainConfig) -> str | None:
+    """Why the run stops now (``patience``, ``budget_steps``, ``max_epochs``, ``max_minutes``), or None."""
+    if train.patience and progress["since_best"] >= train.patience:
+        return "patience"
+    if progress["step"] >= plan.total:
+        return "budget_steps" if plan.by_steps else "max_epochs"
+    if train.max_minutes and progress["seconds"] >= train.max_minutes * 60:
+        return "max_minutes"
+    return None
 
 
 def load_config(pipeline: str | None, overrides: list[str]) -> cfg.Config:
@@ -54,194 +110,140 @@ def load_config(pipeline: str | None, overrides: list[str]) -> cfg.Config:
     return models.resolve(cfg.load(pipeline, overrides))
 
 
-def build_session(config: cfg.Config, data_dir: str | None, model_dir: str | Path) -> Session:
-    """Prepare data, build the model and its checkpoint; nothing is trained here."""
-    configure_determinism(config.train.deterministic)
-    tf.keras.utils.set_random_seed(config.train.seed)
-    run = RunDir(model_dir)
-    data = prepare(config, data_dir)
-    data.save_vocabularies(run.vocab)
-    graphs = data.graphs()
-    model = models.build(config, data.num_users, data.num_items, graphs)
-    if config.train.graph_folds > 1:
-        model.set_fold_graphs(data.fold_graphs(config.train.graph_folds, config.train.seed))
-    if getattr(model, "use_bias", False) and config.model.bias_init == "log_count":
-        model.set_bias_prior(np.bincount(data.train.item, minlength=data.num_items),
-                             np.bincount(data.train.participants, minlength=data.num_users))
-    model.compile(optimizer=make_optimizer(config.train))
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_objective")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch, best=best)
-    return Session(config, run, data, model, checkpoint, epoch, best)
-
-
-def configure_determinism(enabled: bool) -> None:
-    """Make training bit-reproducible: deterministic kernels and ops run one at a time.
-
-    Measured: with op determinism alone, two runs differ by ~1e-5 after a few steps because
-    independent ops (e.g. the gradient updates of different embedding tables) run concurrently;
-    one inter-op thread removes that (intra-op threads still use every core) for ~15% speed.
-    """
-    if not enabled:
-        return
-    tf.config.experimental.enable_op_determinism()
-    if tf.config.threading.get_inter_op_parallelism_threads() != 1:
-        try:
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # the runtime already started in this process (e.g. a second run)
-            log.warning("could not limit inter-op threads after TensorFlow started; runs may differ by ~1e-5")
-
-
-def make_optimizer(train: cfg.TrainConfig) -> tf.keras.optimizers.Optimizer:
-    """Adam (the papers' optimizer), or AdamW when ``train.weight_decay`` > 0."""
-    if train.weight_decay > 0:
-        return tf.keras.optimizers.AdamW(train.learning_rate, weight_decay=train.weight_decay)
-    return tf.keras.optimizers.Adam(train.learning_rate)
-
-
-def restore(session: Session, which: str = "last") -> bool:
-    """Restore the ``last`` or ``best`` checkpoint; False when there is none."""
-    directory = session.run.last if which == "last" else session.run.best
-    path = tf.train.latest_checkpoint(str(directory))
-    if path is None:
-        return False
-    # Build the optimizer's slots first so that they are restored, not created after the restore.
-    session.model.optimizer.build(session.model.trainable_variables)
-    session.checkpoint.read(path).assert_existing_objects_matched().expect_partial()
-    return True
-
-
-def _build_variables(session: Session) -> None:
-    """Create every model variable with one tiny forward pass (checkpoints restore into them)."""
-    batch = next(iter(session.data.training_dataset(session.config.train, epoch=0).take(1)))
-    # A few triples are enough (no weight's shape depends on the batch); the whole first batch, run
-    # eagerly, was the peak memory of a large-batch run (10.3 GiB at batch 1024 and |T| = 99).
-    batch = {key: value[:2] for key, value in batch.items()}
-    session.model.compute_loss(batch, training=False)
-    session.model.reset_metrics()
-
-
-def _fault_injection(epoch: int, first: int = 0, count: int | None = None) -> list[tf.keras.callbacks.Callback]:
-    """Testing hook: ``TFGB_KILL_AT=EPOCH:BATCH`` SIGKILLs the process at that (1-based) epoch and batch.
-
-    ``first`` and ``count`` are the batches of the epoch that this ``fit`` call trains (one
-    validation segment); BATCH counts from the start of the epoch.
-
-    The kill is as abrupt as a power cut or an OOM kill: nothing is flushed or cleaned up. The
-    resume test uses it to interrupt a run deterministically, mid-epoch.
-    """
-    spec = os.environ.get("TFGB_KILL_AT")
-    if not spec:
-        return []
-    kill_epoch, kill_batch = (int(x) for x in spec.split(":"))
-    if kill_epoch != epoch + 1 or kill_batch <= first or (count is not None and kill_batch > first + count):
-        return []
-
-    class Kill(tf.keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if first + batch + 1 >= kill_batch:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return [Kill()]
-
-
 def peak_memory_gib() -> float:
     """Peak resident memory of this process so far, GiB (Linux reports ru_maxrss in KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 2)
 
 
-def _epoch_label(segments: int, per_epoch: int) -> int | float:
-    """Completed validation segments as epochs: 3 of 4 per epoch -> 0.75; whole epochs stay ints."""
-    return segments // per_epoch if segments % per_epoch == 0 else round(segments / per_epoch, 3)
+class _Steps(tf.keras.callbacks.Callback):
+    """Counts the steps of one ``model.fit`` call, calls the hooks after each, and ends the call
+    once ``deadline`` (a ``time.perf_counter`` value; None = none) has passed."""
+
+    def __init__(self, plan: Plan, first: int, hooks: Sequence[BatchHook], deadline: float | None):
+        super().__init__()
+        self.plan, self.first, self.hooks, self.deadline = plan, first, hooks, deadline
+        self.done = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        step = self.first + self.done
+        position = Position(step, *divmod(step - 1, self.plan.steps_per_epoch))
+        for hook in self.hooks:
+            hook(position)
+        if self.deadline is not None and time.perf_counter() >= self.deadline:
+            self.model.stop_training = True
 
 
-def fit(session: Session, progress: bool = True) -> list[dict]:
-    """Train the remaining epochs; returns the history rows (one per validation).
+def segment_dataset(stream, start: int, stop: int) -> tf.data.Dataset:
+    """The training batches of steps ``start`` .. ``stop - 1`` (numbered across epochs)."""
+    n, parts, step = stream.num_batches, [], start
+    while step < stop:
+        epoch, batch = divmod(step, n)
+        count = min(n - batch, stop - step)
+        parts.append(stream.dataset(epoch, start_batch=batch).take(count))
+        step += count
+    dataset = functools.reduce(tf.data.Dataset.concatenate, parts)
+    return dataset.apply(tf.data.experimental.assert_cardinality(stop - start))
 
-    Each epoch is cut into ``train.evals_per_epoch`` consecutive segments of its batches; after each
-    segment the model is validated, the best checkpoint kept and the last one written, so a killed
-    run loses at most one segment. ``session.epoch`` counts completed segments.
+
+def fit(session: Session, progress: bool = True, hooks: Sequence[BatchHook] = ()) -> tuple[list[dict], str]:
+    """Train until :func:`stop_reason` says stop, resuming from the last checkpoint when there is one.
+
+    Returns the history rows (one per validation, all of the run's) and the stop reason. After each
+    validation the best checkpoint is kept and the last one written, so a killed run loses at most
+    the steps since its last validation.
     """
-    config, run, model = session.config, session.run, session.model
-    per_epoch = config.train.evals_per_epoch
-    _build_variables(session)
-    managers = {name: tf.train.CheckpointManager(session.checkpoint, str(path), max_to_keep=1)
-                for name, path in (("last", run.last), ("best", run.best))}
-    if restore(session, "last"):
-        log.info("resuming %s after epoch %s", run.path, _epoch_label(int(session.epoch.numpy()), per_epoch))
-    history = run.read_history()[: int(session.epoch.numpy())]
-    for segment in range(int(session.epoch.numpy()), config.train.epochs * per_epoch):
-        epoch, part = divmod(segment, per_epoch)
-        start = time.perf_counter()
-        stream = session.data.training_stream(config.train)
-        bounds = [stream.num_batches * k // per_epoch for k in range(per_epoch + 1)]
-        first, count = bounds[part], bounds[part + 1] - bounds[part]
+    config, run, model, state = session.config, session.run, session.model, session.progress
+    train = config.train
+    stream = session.data.training_stream(train)
+    plan = Plan.of(train, stream.num_batches)
+    if train.eval_every_steps > 0 and train.evals_per_epoch > 1:
+        log.warning("train.eval_every_steps = %d sets the validation cadence; train.evals_per_epoch = %d is unused",
+                    train.eval_every_steps, train.evals_per_epoch)
+    if session.restore("last"):
+        log.info("resuming %s after step %d (epoch %s)", run.path, state.step.numpy(), plan.epochs(int(state.step)))
+    history = run.read_history()[: state.values()["validations"]]
+    for row in history:
+        row.pop("stop_reason", None)
+    while (reason := stop_reason(plan, state.values(), train)) is None:
+        start, spent = int(state.step.numpy()), float(state.seconds.numpy())
+        target = plan.next_validation(start)
+        began = time.perf_counter()
+        deadline = began + train.max_minutes * 60 - spent if train.max_minutes else None
         if progress:
-            where = f" (part {part + 1}/{per_epoch})" if per_epoch > 1 else ""
-            print(f"Epoch {epoch + 1}/{config.train.epochs}{where}", file=sys.stderr)
-        dataset = stream.dataset(epoch, start_batch=first)
-        if per_epoch > 1:
-            dataset = dataset.take(count)
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
-        fit_logs = model.fit(dataset, epochs=1, verbose=(1 if progress else 0), callbacks=_fault_injection(epoch, first, count)
-                             ).history
-        train_seconds = time.perf_counter() - start
+            print(f"Epoch {start // plan.steps_per_epoch + 1}: steps {start + 1}-{target} of at most {plan.total}",
+                  file=sys.stderr)
+        steps = _Steps(plan, start, hooks, deadline)
+        logs = model.fit(segment_dataset(stream, start, target), epochs=1, verbose=1 if progress else 0,
+                         callbacks=[steps]).history
+        train_seconds = time.perf_counter() - began
         valid = evaluate(model, session.data.valid_candidates, ks=[10], batch_size=config.eval.batch_size,
-                         max_groups=config.train.valid_max_groups, seed=config.train.seed)
+                         max_groups=train.valid_max_groups, seed=train.seed)
         score = objective(valid)
-        row = {"epoch": _epoch_label(segment + 1, per_epoch)}
-        row.update({k: float(v[-1]) for k, v in fit_logs.items() if k.startswith(("loss_", "aux_")) or k == "loss"})
+        improved = score > float(state.best.numpy())
+        seconds = time.perf_counter() - began
+        state.step.assign(start + steps.done)
+        state.validations.assign_add(1)
+        state.seconds.assign(spent + seconds)
+        if improved:
+            state.best.assign(score)
+            state.since_best.assign(0)
+            session.save("best")
+        else:
+            state.since_best.assign_add(1)
+        row = {"step": start + steps.done, "epoch": plan.epochs(start + steps.done)}
+        row.update({k: float(v[-1]) for k, v in logs.items() if k.startswith(("loss_", "aux_")) or k == "loss"})
         row.update({f"valid_{task}_mrr@10": valid[task]["mrr@10"] for task in ("a", "b")})
-        row.update({"valid_objective": score, "train_seconds": round(train_seconds, 2),
-                    "seconds": round(time.perf_counter() - start, 2), "peak_rss_gib": peak_memory_gib()})
-        improved = score > float(session.best.numpy())
-        if improved:
-            session.best.assign(score)
-        session.epoch.assign(segment + 1)
-        if improved:
-            managers["best"].save(checkpoint_number=segment + 1)
+        row.update({"valid_objective": score, "since_best": int(state.since_best.numpy()),
+                    "train_seconds": round(train_seconds, 2), "seconds": round(seconds, 2),
+                    "peak_rss_gib": peak_memory_gib()})
         history.append(row)
         run.write_history(history)
-        managers["last"].save(checkpoint_number=segment + 1)
+        session.save("last")
         if progress:
             print(f"  valid mrr@10  task A {row['valid_a_mrr@10']:.4f}  task B {row['valid_b_mrr@10']:.4f}"
                   f"  objective {score:.4f}{'  (best)' if improved else ''}  [{row['seconds']:.1f} s]",
                   file=sys.stderr)
-    return history
+    if history:
+        history[-1]["stop_reason"] = reason
+        run.write_history(history)
+    log.info("%s: stopped after %d steps (%s)", run.path, state.step.numpy(), reason)
+    return history, reason
 
 
-def final_metrics(session: Session, progress: bool = True) -> dict:
+def final_metrics(session: Session, reason: str, progress: bool = True) -> dict:
     """Restore the best checkpoint and evaluate it on the full valid and test lists."""
     config = session.config
-    per_epoch = config.train.evals_per_epoch
-    # Epochs trained, read before the best checkpoint rewinds the counter of completed segments.
-    epochs = _epoch_label(int(session.epoch.numpy()), per_epoch)
-    if not restore(session, "best"):
-        restore(session, "last")
-    out = {"model": config.model.name, "epochs": epochs,
-           "best_epoch": _epoch_label(int(session.epoch.numpy()), per_epoch),
-           "best_valid_objective": float(session.best.numpy())}
+    plan = Plan.of(config.train, session.steps_per_epoch())
+    steps = int(session.progress.step.numpy())  # read before the best checkpoint rewinds it
+    session.restore_best_or_last()
+    best = session.progress.values()
+    out = {"model": config.model.name, "epochs": plan.epochs(steps), "steps": steps, "stop_reason": reason,
+           "best_epoch": plan.epochs(best["step"]), "best_step": best["step"], "best_valid_objective": best["best"]}
     for split, lists, limit in (("valid", session.data.valid_candidates, config.eval.valid_max_groups),
                                 ("test", session.data.test_candidates, config.eval.max_groups)):
         out[split] = evaluate(session.model, lists, ks=config.eval.ks, batch_size=config.eval.batch_size,
-                              max_groups=limit, seed=config.train.seed, progress=progress, desc=split)
-    out["parameters"] = int(sum(v.shape.num_elements() for v in session.model.trainable_variables))
+                              max_groups=limit, seed=config.train.seed, progress=progress, desc=split,
+                              hr_cutoffs=config.eval.cutoffs())
+    out["parameters"] = session.parameters()
     return out
 
 
-def train(config: cfg.Config, data_dir: str | None, model_dir: str | Path, progress: bool = True) -> dict:
-    """Train (or resume) and evaluate; writes everything into ``model_dir``; returns metrics."""
+def train(config: cfg.Config, data_dir: str | None, model_dir: str | Path, progress: bool = True,
+          hooks: Sequence[BatchHook] = ()) -> dict:
+    """Train (or resume) and evaluate; writes everything into ``model_dir``; returns metrics.
+
+    ``hooks`` are called after every training step with its :class:`Position`.
+    """
     run = RunDir(model_dir)
-    resumed = run.claim(config)
-    if resumed:
+    if run.claim(config):
         log.info("%s already holds this recipe: resuming", run.path)
     run.write_data_dir(data_dir)
-    session = build_session(config, data_dir, model_dir)
-    history = fit(session, progress)
-    metrics = final_metrics(session, progress)
-    seconds = [row["train_seconds"] for row in history if "train_seconds" in row]
-    epochs = len(seconds) / config.train.evals_per_epoch
-    metrics["minutes_per_epoch"] = round(sum(seconds) / epochs / 60, 3) if seconds else None
+    session = Session.create(config, data_dir, model_dir)
+    history, reason = fit(session, progress, hooks)
+    metrics = final_metrics(session, reason, progress)
+    seconds = sum(row["train_seconds"] for row in history if "train_seconds" in row)
+    metrics["minutes_per_epoch"] = round(seconds / metrics["epochs"] / 60, 3) if history and metrics["epochs"] else None
     metrics["peak_rss_gib"] = peak_memory_gib()  # of this process (a resumed run: since the resume)
     run.write_metrics(metrics)
     return metrics
@@ -279,13 +281,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 @cli_boundary
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, hooks: Sequence[BatchHook] = ()) -> int:
+    """The command; ``hooks`` as in :func:`train` (for callers that run the command in-process)."""
     args = parser().parse_args(argv)
     setup_logging()
     config = load_config(args.pipeline, args.overrides)
     configure_determinism(config.train.deterministic)  # before any TensorFlow op runs
     model_dir = args.model_dir or f"runs/{config.name}-{config.model.name}"
-    metrics = train(config, args.data_dir, model_dir, progress=not args.quiet)
+    metrics = train(config, args.data_dir, model_dir, progress=not args.quiet, hooks=hooks)
     print(format_metrics(metrics))
     print(f"model dir: {model_dir}")
     return 0
