@@ -1,4 +1,4 @@
-"""Evaluate a model on saved candidate lists: one protocol for every model (DESIGN.md).
+"""Evaluate a model on saved candidate lists: one protocol for every model (docs/design.md).
 
 Embeddings are propagated once per evaluation, in inference mode; every list is scored in
 batches and each candidate independently; metrics use pessimistic ties (:mod:`tfgb.metrics`).
