@@ -23,6 +23,6 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_export(tiny_run: Path, tmp_path_factory) -> Path:
     """Version 1 of ``tiny_run`` exported to ``<tmp>/saved_models/tiny/1``; returns the version dir."""
-    from tfgb.export import export_model
+    from tfgb.serving.export import export_model
 
     return export_model(tiny_run, tmp_path_factory.mktemp("export") / "saved_models" / "tiny")

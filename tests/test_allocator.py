@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from tfgb import allocator, bench_allocators
+from tfgb import allocator
+from tfgb.bench import allocators as bench_allocators
 from tfgb.errors import ConfigError
 
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tfgb.data.candidates import Candidates
 from tfgb.evaluation import evaluate
-from tfgb.metrics import ranking_metrics
+from tfgb.evaluation.metrics import ranking_metrics
 
 N, USERS, ITEMS = 30, 200, 150
 KEYS_10 = {"mrr@10", "ndcg@10", "hr@1/10", "hr@5/10"}

@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from tfgb import export
 from tfgb.rundir import RunDir
+from tfgb.serving import export
 
 
 def saved_model_cli(*args: str) -> str:

@@ -2,7 +2,7 @@
 
 Each case builds the model on tiny synthetic data in this process, perturbs its variables (so
 scores are not the initial ones; BatchNorm's moving statistics included), exports it with the
-real code (:func:`tfgb.export.build_module` + :func:`tfgb.export.save_version`), reloads the
+real code (:func:`tfgb.serving.export.build_module` + :func:`tfgb.serving.export.save_version`), reloads the
 SavedModel and calls both signatures with raw ids, some of them unknown. Variants whose model
 section is the same (e.g. ``mgbr-r`` differs from ``mgbr`` only in ``train.aux_losses``) share one
 build and export.
@@ -21,12 +21,12 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from tfgb import config as cfg
-from tfgb import export, models
 from tfgb.data.graphs import build_graphs
 from tfgb.data.groups import DealGroups
 from tfgb.data.prepare import prepare
 from tfgb.evaluation import Scorer
 from tfgb.models.context import ModelContext
+from tfgb.serving import export, models
 
 LISTS = 24  # candidate lists scored per signature
 SMALL = {"embedding_dim": 4, "gcn_layers": 1, "num_experts": 2, "mtl_layers": 1, "heads": 2, "mlp_hidden": [4]}

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tfgb import config as cfg
-from tfgb import metrics
 from tfgb.errors import ConfigError
+from tfgb.evaluation import metrics
 
 
 def test_ranks_without_ties():

@@ -17,8 +17,8 @@ import pytest
 import requests
 import tensorflow as tf
 
-from tfgb import serve
-from tfgb.export import export_model
+from tfgb.serving import server as serve
+from tfgb.serving.export import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BODY = 64 * 1024

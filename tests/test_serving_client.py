@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfgb import serve
-from tfgb.serving import RankingClient, ServingError
+from tfgb.serving import server as serve
+from tfgb.serving.client import RankingClient, ServingError
 
 
 @pytest.fixture(scope="module")

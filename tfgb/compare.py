@@ -15,7 +15,7 @@ Layout of ``OUT``::
     OUT/mrr10.png               test MRR@10 and the first HR of the 1:9 list (hr@1/10 by default) per
                                 task and model, error bars = std over seeds
 
-The metric columns are every key of :mod:`tfgb.metrics` that all runs report (``mrr@k``, ``ndcg@k``
+The metric columns are every key of :mod:`tfgb.evaluation.metrics` that all runs report (``mrr@k``, ``ndcg@k``
 and ``hr@c/k``, grouped by list length k), so they follow the recipe's ``eval.ks`` and
 ``eval.hr_cutoffs``.
 
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from tfgb.config import Config
 from tfgb.errors import ConfigError, cli_boundary, setup_logging
-from tfgb.metrics import key_order, parse_key
+from tfgb.evaluation.metrics import key_order, parse_key
 from tfgb.rundir import RunDir, atomic_write
 
 log = logging.getLogger("tfgb.compare")
@@ -88,8 +88,8 @@ def run_all(pipeline: str | None, data_dir: str | None, names: list[str], seeds:
 
 
 def common_metrics(results: dict[str, list[dict]]) -> list[str]:
-    """The metric keys (:mod:`tfgb.metrics`) in the test metrics of both tasks of every run, in
-    :func:`tfgb.metrics.key_order` (mrr@10, ndcg@10, hr@1/10, hr@5/10, mrr@100, ...)."""
+    """The metric keys (:mod:`tfgb.evaluation.metrics`) in the test metrics of both tasks of every run, in
+    :func:`tfgb.evaluation.metrics.key_order` (mrr@10, ndcg@10, hr@1/10, hr@5/10, mrr@100, ...)."""
     keys: set[str] | None = None
     for runs in results.values():
         for r in runs:

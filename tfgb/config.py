@@ -111,7 +111,7 @@ class EvalConfig:
 
     ks: list[int] = dataclasses.field(default_factory=lambda: [10, 100])
     # Hit-rate cut-offs per list length: each entry is a list length k followed by its cut-offs c
-    # (1 <= c < k), reported as "hr@c/k" (tfgb.metrics). An entry for a length not in `ks` is unused;
+    # (1 <= c < k), reported as "hr@c/k" (tfgb.evaluation.metrics). An entry for a length not in `ks` is unused;
     # a length in `ks` without an entry reports MRR and NDCG only.
     hr_cutoffs: list[list[int]] = dataclasses.field(default_factory=lambda: [[10, 1, 5], [100, 10, 50]])
     batch_size: int = 256

@@ -2,7 +2,7 @@
 
 Restores the best checkpoint of a trained run and evaluates it on the saved candidate lists of a
 split (both tasks, every list length of ``eval.ks`` with the HR cut-offs of ``eval.hr_cutoffs``; key
-names in :mod:`tfgb.metrics`). Prints the metrics and merges them into the run's ``metrics.json``
+names in :mod:`tfgb.evaluation.metrics`). Prints the metrics and merges them into the run's ``metrics.json``
 under ``evaluate/<split>``.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 from tfgb.errors import cli_boundary, setup_logging
 from tfgb.evaluation import evaluate
-from tfgb.metrics import key_order
+from tfgb.evaluation.metrics import key_order
 
 
 def evaluate_run(model_dir: str, split: str = "test", max_groups: int | None = None,

@@ -251,7 +251,7 @@ def train(config: cfg.Config, data_dir: str | None, model_dir: str | Path, progr
 
 def format_metrics(metrics: dict) -> str:
     """One line per split and task, metrics grouped by list length: ``mrr@10 ndcg@10 hr@1/10 hr@5/10 | mrr@100 ...``."""
-    from tfgb.metrics import key_order, parse_key
+    from tfgb.evaluation.metrics import key_order, parse_key
 
     lines = []
     for split in ("valid", "test"):

@@ -222,7 +222,7 @@ def bench_eval(args: argparse.Namespace) -> int:
 
 
 def _print(title: str, lines: list[tuple[str, str]], args: argparse.Namespace, values: dict[str, float]) -> None:
-    from tfgb.bench_allocators import write_report
+    from tfgb.bench.allocators import write_report
 
     write_report(getattr(args, "report_json", None), title, values)
     print(title)

@@ -1,7 +1,7 @@
 """Evaluate a model on saved candidate lists: one protocol for every model (docs/design.md).
 
 Embeddings are propagated once per evaluation, in inference mode; every list is scored in
-batches and each candidate independently; metrics use pessimistic ties (:mod:`tfgb.metrics`).
+batches and each candidate independently; metrics use pessimistic ties (:mod:`tfgb.evaluation.metrics`).
 A list of length k (k = 10 is the "1:9" protocol, k = 100 "1:99") yields ``mrr@k`` and ``ndcg@k``
 over the whole list and ``hr@c/k`` for the recipe's cut-offs c < k (``eval.hr_cutoffs``).
 """
@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from tfgb.config import EvalConfig
 from tfgb.data.candidates import Candidates
-from tfgb.metrics import ranking_metrics
+from tfgb.evaluation.metrics import ranking_metrics
 
 
 def subsample(candidates: Candidates, max_groups: int, seed: int) -> np.ndarray:

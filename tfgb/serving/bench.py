@@ -1,11 +1,11 @@
-"""``python -m tfgb.bench_serve --export-base saved_models/NAME``: what the HTTP layer costs.
+"""``python -m tfgb.bench serve --export-base saved_models/NAME``: what the HTTP layer costs.
 
 Measures, on the newest version of an export, the latency (p50, p99) and sequential throughput
 (requests per second, one client) of single-row requests with ``--candidates`` candidates for
 both signatures, two ways:
 
 * ``in-process``: ``tf.saved_model.load`` + the signature called directly (raw ids in, numpy out);
-* ``http``: :mod:`tfgb.serve` started in this process on a free loopback port, called with the
+* ``http``: :mod:`tfgb.serving.server` started in this process on a free loopback port, called with the
   TF Serving REST JSON (``instances`` form) over a kept-alive connection;
 
 and prints the ratios between them. Request ids are drawn (seeded) from the export's
@@ -15,14 +15,13 @@ vocabularies in ``assets.extra/vocab``. Each measurement stops after ``--request
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from tfgb.errors import ConfigError, cli_boundary, setup_logging
+from tfgb.errors import ConfigError
 
 SIGNATURES = ("serving_default", "rank_participants")
 
@@ -103,7 +102,7 @@ def _over_http(url: str) -> Callable[[str], Callable[[dict], object]]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print one table row per signature and path, then the ratios."""
-    from tfgb.export import list_versions
+    from tfgb.serving.export import list_versions
 
     versions = list_versions(args.export_base)
     if not versions:
@@ -115,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     for signature in SIGNATURES:
         results[signature, "in-process"] = _measure(make(signature), rows[signature], args.warmup, args.max_seconds)
 
-    from tfgb.serve import BackgroundServer, make_app
+    from tfgb.serving.server import BackgroundServer, make_app
 
     app = make_app(args.export_base, poll_seconds=0)
     try:
@@ -135,22 +134,9 @@ def run(args: argparse.Namespace) -> int:
         local, http = results[signature, "in-process"], results[signature, "http"]
         print(f"{signature}: http / in-process  p50 x{http['p50'] / local['p50']:.2f}  "
               f"p99 x{http['p99'] / local['p99']:.2f}  throughput x{http['rps'] / local['rps']:.2f}")
-    from tfgb.bench_allocators import write_report
+    from tfgb.bench.allocators import write_report
 
     write_report(getattr(args, "report_json", None), f"bench serve: {path}",
                  {f"{signature} {kind} {key}": r[key] for (signature, kind), r in results.items()
                   for key in ("p50", "p99", "rps")})
     return 0
-
-
-@cli_boundary
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfgb.bench_serve", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    setup_logging()
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
