@@ -67,7 +67,7 @@ def _lazy(module: str, name: str) -> Callable:
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "data": (_lazy("tfgb.bench.data", "add_arguments"), _lazy("tfgb.bench.data", "bench_data"),
              "time data preparation, graphs and the training stream"),
-    "train": (_with_allocators(_lazy("tfgb.bench.train", "add_train_arguments")), _lazy("tfgb.bench.train", "bench_train"),
+    "train": (_with_allocators(_lazy("tfgb.bench.train", "add_train_only_arguments")), _lazy("tfgb.bench.train", "bench_train"),
               "time a training step: propagation vs the rest, rows/s, groups/s, FLOP/s vs dense matmul, memory"),
     "eval": (_with_allocators(_lazy("tfgb.bench.train", "add_eval_arguments")), _lazy("tfgb.bench.train", "bench_eval"),
              "time scoring the test candidate lists"),
