@@ -35,8 +35,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from tfgb import allocator, models
 from tfgb import config as cfg
-from tfgb import models
 from tfgb.errors import cli_boundary, setup_logging
 from tfgb.evaluation import evaluate, objective
 from tfgb.rundir import RunDir
@@ -245,6 +245,7 @@ def train(config: cfg.Config, data_dir: str | None, model_dir: str | Path, progr
     seconds = sum(row["train_seconds"] for row in history if "train_seconds" in row)
     metrics["minutes_per_epoch"] = round(seconds / metrics["epochs"] / 60, 3) if history and metrics["epochs"] else None
     metrics["peak_rss_gib"] = peak_memory_gib()  # of this process (a resumed run: since the resume)
+    metrics["allocator"] = allocator.CURRENT.allocator if allocator.CURRENT else "unknown"  # TFGB_ALLOCATOR
     run.write_metrics(metrics)
     return metrics
 
