@@ -8,6 +8,7 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 # isort: split
 import tensorflow as tf
+from support import tiny_model_config
 
 from tfgb import models
 from tfgb.config import Config
@@ -35,14 +36,7 @@ def graphs() -> dict[str, tf.sparse.SparseTensor]:
 
 
 def config(name: str) -> Config:
-    c = Config()
-    c.model.name = name
-    section = getattr(c.model, models.entry(name).section)
-    for key, value in {"embedding_dim": 4, "gcn_layers": 2, "num_experts": 2, "mtl_layers": 2, "heads": 2,
-                           "mlp_hidden": [4]}.items():
-        if hasattr(section, key):
-            setattr(section, key, value)
-    return models.resolve(c)
+    return tiny_model_config(name, mtl_layers=2)
 
 
 def user_item_dense() -> np.ndarray:
