@@ -322,7 +322,7 @@ def validate(config: Config) -> None:
 
     registry.entry(config.model.name)  # an unknown name is an error naming the closest one
     for entry in registry.ENTRIES.values():
-        _validate_settings(f"model.{entry.section}", getattr(config.model, entry.section))
+        registry.validate_settings(f"model.{entry.section}", getattr(config.model, entry.section))
     for key in ("epochs", "batch_size", "aux_size", "evals_per_epoch", "graph_folds"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}' must be at least 1")
@@ -347,25 +347,6 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{key} = {entry}: the HR cut-offs of lists of length {length} must be distinct and "
                               f"in [1, {length - 1}] (a hit in the top {length} of {length} candidates cannot fail)")
 
-
-_AT_LEAST_ONE = ("embedding_dim", "num_experts", "mtl_layers", "heads", "gcn_layers")
-_CHOICES = {"graph": ("multi", "hetero"), "bias_init": ("zeros", "log_count")}
-
-
-def _validate_settings(prefix: str, settings: Any) -> None:
-    """Checks shared by every model section, by field name (types are checked on load)."""
-    for field in dataclasses.fields(settings):
-        key, value = f"{prefix}.{field.name}", getattr(settings, field.name)
-        if field.name in _AT_LEAST_ONE and value < 1:
-            raise ConfigError(f"config key '{key}' must be at least 1")
-        if field.name in _CHOICES and value not in _CHOICES[field.name]:
-            raise ConfigError(f"config key '{key}' must be one of {', '.join(_CHOICES[field.name])}, got {value!r}")
-        if field.name.endswith("dropout") and not 0 <= value < 1:
-            raise ConfigError(f"config key '{key}' must be in [0, 1)")
-        if field.name in ("init_std",) and value <= 0:
-            raise ConfigError(f"config key '{key}' must be positive")
-        if field.name == "friend_weight" and not 0 <= value <= 1:
-            raise ConfigError(f"config key '{key}' must be in [0, 1]")
 
 
 def load(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -236,3 +236,23 @@ def build(config: Config, context: ModelContext) -> Any:
         raise ConfigError(f"train.block_chunk is not supported by model '{config.model.name}': its block mixes the "
                           "rows of a batch in training (batch normalisation), so chunks would change the loss")
     return e.load()(context, settings(config), config.train, name=config.model.name.replace("-", "_"))
+
+_AT_LEAST_ONE = ("embedding_dim", "num_experts", "mtl_layers", "heads", "gcn_layers")
+_CHOICES = {"graph": ("multi", "hetero"), "bias_init": ("zeros", "log_count")}
+
+
+def validate_settings(prefix: str, settings: Any) -> None:
+    """Checks shared by every model section, by field name (types are checked when a recipe loads);
+    :func:`tfgb.config.validate` runs them on every section."""
+    for field in dataclasses.fields(settings):
+        key, value = f"{prefix}.{field.name}", getattr(settings, field.name)
+        if field.name in _AT_LEAST_ONE and value < 1:
+            raise ConfigError(f"config key '{key}' must be at least 1")
+        if field.name in _CHOICES and value not in _CHOICES[field.name]:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(_CHOICES[field.name])}, got {value!r}")
+        if field.name.endswith("dropout") and not 0 <= value < 1:
+            raise ConfigError(f"config key '{key}' must be in [0, 1)")
+        if field.name in ("init_std",) and value <= 0:
+            raise ConfigError(f"config key '{key}' must be positive")
+        if field.name == "friend_weight" and not 0 <= value <= 1:
+            raise ConfigError(f"config key '{key}' must be in [0, 1]")
