@@ -21,12 +21,13 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from tfgb import config as cfg
+from tfgb import models
 from tfgb.data.graphs import build_graphs
 from tfgb.data.groups import DealGroups
 from tfgb.data.prepare import prepare
 from tfgb.evaluation import Scorer
 from tfgb.models.context import ModelContext
-from tfgb.serving import export, models
+from tfgb.serving import export
 
 LISTS = 24  # candidate lists scored per signature
 SMALL = {"embedding_dim": 4, "gcn_layers": 1, "num_experts": 2, "mtl_layers": 1, "heads": 2, "mlp_hidden": [4]}
