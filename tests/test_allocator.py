@@ -162,9 +162,12 @@ def test_side_by_side_table_has_every_figure_and_the_ratios():
 def test_bench_train_side_by_side_runs_each_allocator_in_its_own_process(capsys):
     from tfgb import bench
 
-    small = ["--set", "data.synth.groups=300", "--set", "data.synth.users=120", "--set", "data.synth.items=150",
-             "--set", "model.mgbr.embedding_dim=8", "--steps", "1"]
-    assert bench.main(["train", *small, "--allocators", "bfc,system"]) == 0
+    # Small data and model, 1:9 lists only, no timing of the readable block: each child in seconds.
+    small = [arg for pair in ("data.synth.groups=300", "data.synth.users=120", "data.synth.items=60",
+                              "data.negatives=9", "eval.ks=[10]", "train.aux_size=3", "model.mgbr.embedding_dim=8",
+                              "model.mgbr.num_experts=2", "model.mgbr.gcn_layers=1", "model.mgbr.mtl_layers=1")
+             for arg in ("--set", pair)]
+    assert bench.main(["train", *small, "--steps", "1", "--no-readable", "--allocators", "bfc,system"]) == 0
     out = capsys.readouterr().out
     assert out.count("=== allocator bfc") == 1 and out.count("=== allocator system") == 1
     table = out[out.index("allocators side by side"):].splitlines()
