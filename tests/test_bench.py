@@ -39,7 +39,7 @@ def test_subcommands_are_a_registry():
 # A small MGBR on small data with 1:9 lists only: the benches' figures, not their size, are tested.
 TINY = [arg for pair in ("data.synth.groups=300", "data.synth.users=120", "data.synth.items=60",
                          "data.negatives=9", "eval.ks=[10]", "train.aux_size=3", "model.mgbr.embedding_dim=8",
-                         "model.mgbr.num_experts=2", "model.mgbr.gcn_layers=1")
+                         "model.mgbr.num_experts=2", "model.mgbr.gcn_layers=1", "model.mgbr.mtl_layers=1")
         for arg in ("--set", pair)]
 
 

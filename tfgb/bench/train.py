@@ -134,7 +134,8 @@ def bench_train(args: argparse.Namespace) -> int:
                 total = tf.add_n([tf.reduce_sum(v * v) for v in emb.values()])
             return tape.gradient(total, gcn_vars)
 
-        prop_s = _median_seconds(lambda: [g.numpy() for g in propagate() if g is not None], args.steps)
+        prop_s = _median_seconds(lambda: [tf.convert_to_tensor(g).numpy() for g in propagate() if g is not None],
+                                 args.steps)  # IndexedSlices for tables read by gather (e.g. MF-BPR)
         dense = _dense_flops_per_second(args.steps)
         peak = _peak_gib()  # of the fused training step, before the readable path's larger activations
         readable_s = None  # the same step with the multi-task block by its readable path: what fusing buys
