@@ -1,6 +1,8 @@
 """tfgb.bench on small synthetic data: ``data``, ``train`` and ``eval`` (in this process), and ``block_flops``."""
 import re
 
+import pytest
+
 from tfgb import bench
 
 SMALL = ["--set", "data.synth.users=200", "--set", "data.synth.items=50", "--set", "data.synth.groups=800",
@@ -30,8 +32,17 @@ def test_user_errors_exit_with_status_2(capsys):
     assert "data" in capsys.readouterr().err
 
 
-def test_subcommands_are_a_registry():
-    assert "data" in bench.COMMANDS
+def test_every_subcommand_parses_and_is_listed_in_the_help(capsys):
+    assert set(bench.COMMANDS) == {"data", "train", "eval", "serve", "allocator"}
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--help"])
+    assert info.value.code == 0
+    listed = capsys.readouterr().out
+    for name in bench.COMMANDS:
+        assert re.search(rf"^\s+{name}\s", listed, re.MULTILINE), name
+        with pytest.raises(SystemExit) as info:  # its own arguments (imported lazily) build and parse
+            bench.main([name, "--help"])
+        assert info.value.code == 0 and "usage: python -m tfgb.bench " + name in capsys.readouterr().out
 
 
 # -- bench train / eval ------------------------------------------------------------------------

@@ -30,7 +30,10 @@ def test_synth_then_stats(tmp_path, capsys):
     assert report["groups"] == {"read": 300, "kept": 300}
     if "split" in report:  # when tfgb.data.prepare is importable
         assert report["split"]["train"] + report["split"]["valid"] + report["split"]["test"] == 300
-    assert 0 < report["users"]["in_groups"] <= 120 and 0 < report["items"]["in_groups"] <= 40
+    # Counted from the written file: initiator, item, participants... per line.
+    rows = [line.split("\t") for line in (out / "groups.txt").read_text().splitlines()]
+    assert report["users"]["in_groups"] == len({r[0] for r in rows} | {p for r in rows for p in r[2:]})
+    assert report["items"]["in_groups"] == len({r[1] for r in rows})
     assert report["participants_per_group"]["min"] >= 1 and report["participants_per_group"]["max"] <= 3
     assert set(report["degrees"]) == {"initiator", "item", "participant"}
     assert set(report["degrees"]["item"]) == {"p50", "p90", "p99", "max"}
