@@ -8,15 +8,14 @@ Two kinds of file are read:
 * **failed launches** -- ``initiator, item`` (no participants): the Beibei layout with exactly two
   fields per row, or a table with the initiator and item columns.
 
-Ids are kept as the strings written in the file (``"00012"`` stays ``"00012"``); a value that is
+Ids are validated by :mod:`tfgb.data.ids` (kept as the strings written in the file; a value that is
 empty, contains whitespace, looks like a decimal number (``"3.5"``, ``"12.0"``) or a missing-value
-marker (``"NaN"``) is rejected. Every problem is a :class:`~tfgb.errors.DataError` naming the file,
+marker (``"NaN"``) is rejected). Every problem is a :class:`~tfgb.errors.DataError` naming the file,
 the line (text files) or row (Parquet, counted from 1) and the problem. Readers are pure: they never
 write anything.
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import re
@@ -29,6 +28,7 @@ import pyarrow.parquet as pq
 
 from tfgb.config import DataConfig
 from tfgb.data.groups import RawGroups
+from tfgb.data.ids import Rows, arrow_ids, check_ids, first_true
 from tfgb.errors import ConfigError, DataError
 
 FORMAT_BY_EXTENSION = {".txt": "beibei", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
@@ -36,33 +36,7 @@ FORMAT_BY_EXTENSION = {".txt": "beibei", ".csv": "csv", ".tsv": "tsv", ".parquet
 
 _DIGITS_TAB_NEWLINE = np.zeros(256, dtype=bool)
 _DIGITS_TAB_NEWLINE[[9, 10, *range(48, 58)]] = True
-_DECIMAL = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+(?:\.\d*)?[eE][+-]?\d+)")
-_MISSING = re.compile(r"(?i:[+-]?nan|na|n/a|<na>|#n/a|null|none|[+-]?inf(?:inity)?)")
 _EMPTY = np.array([], dtype=object)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Rows:
-    """Where the rows of one file came from, to name them in errors.
-
-    Attributes:
-      path: the file.
-      unit: ``"line"`` (text files: the file's line number) or ``"row"`` (Parquet: row counted from 1).
-      numbers: ``int64`` [R] line or row number of every row kept from the file.
-    """
-
-    path: str
-    unit: str
-    numbers: np.ndarray
-
-    def error(self, row: int, problem: str) -> DataError:
-        """A DataError for table row ``row`` (0-based index into the kept rows)."""
-        number = int(self.numbers[row])
-        if self.unit == "line":
-            return DataError(self.path, problem, line=number)
-        exc = DataError(self.path, f"row {number}: {problem}")
-        exc.args = (f"{self.path}, row {number}: {problem}",)  # same shape as "path, line N: problem"
-        return exc
 
 
 def read_groups(data: DataConfig, data_dir: str | os.PathLike) -> RawGroups:
@@ -176,7 +150,7 @@ def _read_bytes(path: str) -> bytes:
     return raw
 
 
-def _read_beibei(path: str) -> tuple[np.ndarray, np.ndarray, _Rows]:
+def _read_beibei(path: str) -> tuple[np.ndarray, np.ndarray, Rows]:
     """Split a Beibei-layout file into tokens without a Python loop over rows.
 
     Returns:
@@ -204,7 +178,7 @@ def _read_beibei(path: str) -> tuple[np.ndarray, np.ndarray, _Rows]:
     if blank.any():
         tokens = tokens[~np.repeat(blank, tabs_per_line + 1)]
     fields = (tabs_per_line + 1)[~blank].astype(np.int64)
-    rows = _Rows(path, "line", np.flatnonzero(~blank).astype(np.int64) + 1)
+    rows = Rows(path, "line", np.flatnonzero(~blank).astype(np.int64) + 1)
     starts = np.zeros(len(fields), dtype=np.int64)
     np.cumsum(fields[:-1], out=starts[1:])
 
@@ -219,7 +193,7 @@ def _read_beibei(path: str) -> tuple[np.ndarray, np.ndarray, _Rows]:
             row, role = locate(int(np.flatnonzero(empty)[0]))
             raise rows.error(row, f"{role} id '' is not an id (empty field)")
     else:
-        _check_ids(tokens, locate, rows)
+        check_ids(tokens, locate, rows)
     return tokens, fields, rows
 
 
@@ -235,7 +209,7 @@ def _table_from_tokens(tokens: np.ndarray, fields: np.ndarray) -> RawGroups:
 
 # --- tables with named columns ----------------------------------------------------------------------
 
-def _read_columns(path: str, fmt: str, columns: list[str]) -> tuple[dict[str, object], _Rows]:
+def _read_columns(path: str, fmt: str, columns: list[str]) -> tuple[dict[str, object], Rows]:
     """Read the named columns of a CSV / TSV / Parquet file.
 
     Returns:
@@ -267,10 +241,10 @@ def _read_columns(path: str, fmt: str, columns: list[str]) -> tuple[dict[str, ob
         numbers = numbers[~blank]
     if len(numbers) == 0:
         raise DataError(path, "file has a header but no rows")
-    return values, _Rows(path, "line", numbers)
+    return values, Rows(path, "line", numbers)
 
 
-def _read_parquet(path: str, columns: list[str]) -> tuple[dict[str, object], _Rows]:
+def _read_parquet(path: str, columns: list[str]) -> tuple[dict[str, object], Rows]:
     _read_bytes(path)
     try:
         names = pq.read_schema(path).names
@@ -281,7 +255,7 @@ def _read_parquet(path: str, columns: list[str]) -> tuple[dict[str, object], _Ro
     if table.num_rows == 0:
         raise DataError(path, "file has no rows")
     values = {name: table.column(name).combine_chunks() for name in columns}
-    return values, _Rows(path, "row", np.arange(table.num_rows, dtype=np.int64) + 1)
+    return values, Rows(path, "row", np.arange(table.num_rows, dtype=np.int64) + 1)
 
 
 def _require_columns(path: str, wanted: list[str], found: list[str]) -> None:
@@ -291,14 +265,14 @@ def _require_columns(path: str, wanted: list[str], found: list[str]) -> None:
                               "set data.initiator_column / item_column / participants_column)")
 
 
-def _ids(column: object, rows: _Rows, role: str) -> np.ndarray:
+def _ids(column: object, rows: Rows, role: str) -> np.ndarray:
     """One id column as an ``object`` array of validated str."""
-    values = _arrow_ids(column, rows, role) if not isinstance(column, np.ndarray) else column
-    _check_ids(values, lambda t: (t, role), rows)
+    values = arrow_ids(column, rows, role) if not isinstance(column, np.ndarray) else column
+    check_ids(values, lambda t: (t, role), rows)
     return values
 
 
-def _participants(column: object, rows: _Rows, separator: str) -> tuple[np.ndarray, np.ndarray]:
+def _participants(column: object, rows: Rows, separator: str) -> tuple[np.ndarray, np.ndarray]:
     """Participants of every row from a list column, a delimited string column or an id column.
 
     A string column whose every value is a bracketed list literal (``"[3, 4]"``, ``"['a', 'b']"``)
@@ -311,11 +285,11 @@ def _participants(column: object, rows: _Rows, separator: str) -> tuple[np.ndarr
         if pa.types.is_dictionary(column.type):
             column = column.dictionary_decode()
         if column.null_count:
-            raise rows.error(_first(column.is_null()), "participant list is missing")
+            raise rows.error(first_true(column.is_null()), "participant list is missing")
         if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or \
                 pa.types.is_fixed_size_list(column.type):
             sizes = pc.list_value_length(column).to_numpy().astype(np.int64)
-            return _with_sizes(sizes, rows, lambda owner: _arrow_ids(column.flatten(), owner, "participant"))
+            return _with_sizes(sizes, rows, lambda owner: arrow_ids(column.flatten(), owner, "participant"))
         if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             return np.arange(len(column) + 1, dtype=np.int64), _ids(column, rows, "participant")  # one each
         column = column.to_numpy(zero_copy_only=False).astype(object)
@@ -334,84 +308,20 @@ def _participants(column: object, rows: _Rows, separator: str) -> tuple[np.ndarr
     # One split over all rows joined by the separator: row r contributes (separators in r) + 1 ids.
     sizes = (text.str.count(re.escape(separator)) + 1).to_numpy(dtype=np.int64)
 
-    def split(_owner: _Rows) -> np.ndarray:
+    def split(_owner: Rows) -> np.ndarray:
         values = np.array(separator.join(column.tolist()).split(separator), dtype=object)
         return values if strip is None else pd.Series(values, dtype=object).str.strip(strip).to_numpy(dtype=object)
 
     return _with_sizes(sizes, rows, split)
 
 
-def _with_sizes(sizes: np.ndarray, rows: _Rows, read) -> tuple[np.ndarray, np.ndarray]:
+def _with_sizes(sizes: np.ndarray, rows: Rows, read) -> tuple[np.ndarray, np.ndarray]:
     """Offsets from per-row list ``sizes`` and the validated flat ids ``read(owner_rows)`` returns."""
     if (sizes == 0).any():
         raise rows.error(int(np.flatnonzero(sizes == 0)[0]), "participant list is empty")
     offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
-    owner = _Rows(rows.path, rows.unit, np.repeat(rows.numbers, sizes))  # row of every participant
+    owner = Rows(rows.path, rows.unit, np.repeat(rows.numbers, sizes))  # row of every participant
     values = read(owner)
-    _check_ids(values, lambda t: (t, "participant"), owner)
+    check_ids(values, lambda t: (t, "participant"), owner)
     return offsets, values
-
-
-def _first(mask: pa.Array) -> int:
-    """Index of the first true value of a pyarrow boolean array."""
-    return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
-
-
-def _arrow_ids(column: object, rows: _Rows, role: str) -> np.ndarray:
-    """A pyarrow id column (strings, integers or integer-valued floats) as an ``object`` array of str."""
-    if pa.types.is_dictionary(column.type):
-        column = column.dictionary_decode()
-    kind = column.type
-    if column.null_count:
-        raise rows.error(_first(column.is_null()), f"{role} id is missing")
-    if pa.types.is_floating(kind):
-        floats = column.to_numpy(zero_copy_only=False).astype(np.float64)
-        if not np.isfinite(floats).all():
-            raise rows.error(int(np.flatnonzero(~np.isfinite(floats))[0]), f"{role} id is missing (NaN)")
-        if (floats != np.round(floats)).any():
-            row = int(np.flatnonzero(floats != np.round(floats))[0])
-            raise rows.error(row, f"{role} id '{float(floats[row])}' is not an id (a decimal number)")
-        column = pa.array(floats.astype(np.int64))
-    elif not (pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        raise DataError(rows.path, f"the {role} column holds {kind} values, not ids (strings or integers)")
-    return pc.cast(column, pa.string()).to_numpy(zero_copy_only=False).astype(object)
-
-
-# --- id validation ----------------------------------------------------------------------------------
-
-def _check_ids(values: np.ndarray, locate, rows: _Rows) -> None:
-    """Raise a DataError for the first value in ``values`` that is not an id.
-
-    Args:
-      values: ``object`` array of raw ids.
-      locate: maps a position in ``values`` to ``(row, role)``.
-      rows: names the file and the row in the error.
-    """
-    if len(values) == 0:
-        return
-    codes, unique = pd.factorize(values, use_na_sentinel=False)
-    text = pd.Series(unique, dtype=object)
-    not_str = ~text.map(type).eq(str).to_numpy()
-    empty = text.str.len().eq(0).to_numpy()
-    space = text.str.contains(r"\s", regex=True).fillna(False).to_numpy(dtype=bool)
-    decimal = text.str.fullmatch(_DECIMAL.pattern).fillna(False).to_numpy(dtype=bool)
-    missing = text.str.fullmatch(_MISSING.pattern).fillna(False).to_numpy(dtype=bool)
-    bad = not_str | empty | space | decimal | missing
-    if not bad.any():
-        return
-    first = int(np.flatnonzero(bad[codes])[0])
-    code = codes[first]
-    reason = ("empty field" if empty[code] else "contains whitespace" if space[code]
-              else "a decimal number" if decimal[code] else "a missing-value marker")
-    row, role = locate(first)
-    value = unique[code] if isinstance(unique[code], str) else ""
-    raise rows.error(row, f"{role} id {_quote(value)} is not an id ({reason})")
-
-
-def _quote(value: str) -> str:
-    """``'value'`` for messages, with unprintable characters escaped and long values cut."""
-    shown = value if len(value) <= 40 else value[:37] + "..."
-    if not shown.isprintable():
-        shown = shown.encode("unicode_escape").decode("ascii")
-    return f"'{shown}'"
