@@ -27,7 +27,7 @@ setup(
     ],
     extras_require={
         # the tests drive the local REST server too, so they need the serve extra's packages
-        "test": ["pytest>=8", "ruff>=0.5", "requests>=2.31", "waitress==3.0.2"],
+        "test": ["pytest>=8", "pytest-xdist==3.8.0", "ruff>=0.5", "requests>=2.31", "waitress==3.0.2"],
         "serve": ["waitress==3.0.2", "tensorflow-serving-api==2.21.0"],
     },
 )
