@@ -9,4 +9,4 @@ def build_for(config, data):
     """The recipe's model built from prepared data (:class:`tfgb.data.prepare.Prepared`)."""
     from tfgb.models.context import ModelContext
 
-    return build(config, ModelContext.from_prepared(data, resolve(config)))
+    return build(config, ModelContext.from_prepared(data, config))  # build resolves the variant
