@@ -35,9 +35,9 @@ def make_block(kind: str, shared: bool, alpha: float, layers: int):
     return MultiHeadTaskBlock(D, K, layers, num_heads=2, alpha=alpha, shared=shared, dropout=0.0)
 
 
-def tiled_parts(seed: int) -> list[Tiled]:
+def tiled_parts(seed: int, dtype: tf.DType = tf.float32) -> list[Tiled]:
     rng = np.random.default_rng(seed)
-    tables = [tf.constant(rng.normal(size=(m, W)), tf.float32) for m in (4, 6, 5)]
+    tables = [tf.constant(rng.normal(size=(m, W)), dtype) for m in (4, 6, 5)]
     return [Tiled(t, tuple((tf.constant(rng.integers(0, t.shape[0], n), tf.int32), r) for n, r in (b[j] for b in PLAN)))
             for j, t in enumerate(tables)]
 
@@ -77,16 +77,28 @@ def test_fused_outputs_equal_the_readable_block(kind, shared, alpha, layers, tra
                                            atol=1e-5, err_msg=f"h={h}")
 
 
+@pytest.fixture
+def float64():
+    """Layers built inside take float64 weights: the two paths sum in different orders, and gradient entries
+    that cancel to ~1e-5 from terms of ~20 differ by float32 rounding alone (seen on CI). In float64 the paths
+    must agree to 1e-10, which a wrong gradient cannot."""
+    before = tf.keras.backend.floatx()
+    tf.keras.backend.set_floatx("float64")
+    yield tf.float64
+    tf.keras.backend.set_floatx(before)
+
+
 @pytest.mark.parametrize("kind, shared, alpha, layers", [("mgbr", True, 0.1, 2), ("mgbr", False, 0.1, 2),
                                                          ("mamgbr", True, 0.1, 2)])
-def test_fused_gradients_equal_the_readable_block(kind, shared, alpha, layers) -> None:
+def test_fused_gradients_equal_the_readable_block(kind, shared, alpha, layers, float64) -> None:
     """With task rows, head kernels folded (h < d) and Tiled inputs: the same gradients, tables included."""
     block = make_block(kind, shared, alpha, layers)
-    parts = tiled_parts(seed=2)
+    parts = tiled_parts(seed=2, dtype=float64)
     tables = [x.table for x in parts]
     block(*[materialize(to_rows(x)) for x in parts])
+    assert all(v.dtype == tf.float64 for v in block.trainable_variables)
     rng = np.random.default_rng(3)
-    kernels = {task: tf.Variable(rng.normal(size=(D, 2)).astype(np.float32)) for task in "ab"}
+    kernels = {task: tf.Variable(rng.normal(size=(D, 2))) for task in "ab"}
     variables = block.trainable_variables + list(kernels.values())
     grads = []
     for path in ("readable", "fused"):
@@ -100,7 +112,7 @@ def test_fused_gradients_equal_the_readable_block(kind, shared, alpha, layers) -
             loss = tf.reduce_sum(tf.sin(out["a"])) + tf.reduce_sum(tf.cos(out["b"]))
         grads.append([tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, variables + tables)])
     for readable, fast in zip(*grads):
-        np.testing.assert_allclose(fast, readable, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(fast, readable, rtol=1e-10, atol=1e-10)
 
 
 def test_bad_inputs_are_reported() -> None:
