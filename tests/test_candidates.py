@@ -13,7 +13,7 @@ from tfgb.errors import ConfigError
 
 @pytest.fixture(scope="module")
 def data():
-    groups, users, items, failed_u, failed_i = encode(generate(users=500, items=150, groups=4000, seed=2))
+    groups, users, items, failed_u, failed_i, _ = encode(generate(users=500, items=150, groups=4000, seed=2))
     train, valid, test = (groups.take(i) for i in split_groups(groups, seed=3))
     everything = interactions(train, valid, test, failed_users=failed_u, failed_items=failed_i)
     # Independent truth: every (user, item) in any split, any role, or a failed launch.

@@ -58,9 +58,12 @@ def test_side_inputs_of_prepared_data_hold_deals_and_failed_launches(tmp_path):
     data = prepare(config)
     side = side_inputs(data)
     counts = side.interactions.counts()
-    assert counts == {"launch": len(data.failed_users), "deal": len(data.train)} and counts["launch"] > 0
+    train_launches = data.launches("train")
+    assert counts == {"launch": len(train_launches[0]), "deal": len(data.train)} and counts["launch"] > 0
+    assert 0 < len(train_launches[0]) < len(data.failed_users)  # some failed launches are held out
     pairs = set(zip(side.interactions.user.tolist(), side.interactions.item.tolist()))
-    held_out = set(zip(data.test.initiator.tolist(), data.test.item.tolist()))
     deals = set(zip(data.train.initiator.tolist(), data.train.item.tolist()))
-    assert deals <= pairs and not (held_out - deals - set(zip(data.failed_users.tolist(),
-                                                               data.failed_items.tolist()))) & pairs
+    assert pairs == deals | set(zip(*(a.tolist() for a in train_launches[:2])))
+    for split in ("valid", "test"):  # held-out launches are no training interaction
+        held = set(zip(*(a.tolist() for a in data.launches(split)[:2])))
+        assert held and not held & pairs

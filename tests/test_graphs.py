@@ -52,7 +52,7 @@ def test_build_graphs_hand_made():
 
 
 def test_graphs_hold_training_edges_only_symmetric_canonical_with_self_loops():
-    groups, users, items, failed_u, failed_i = encode(generate(users=300, items=60, groups=1500, seed=4))
+    groups, users, items, failed_u, failed_i, _ = encode(generate(users=300, items=60, groups=1500, seed=4))
     train_idx, valid_idx, test_idx = split_groups(groups, seed=1)
     train = groups.take(train_idx)
     u, i, p, _ = train.triples()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tfgb.config import Config
+from tfgb.data import cache
 from tfgb.data import prepare as prepare_module
 from tfgb.data.candidates import Candidates
 from tfgb.data.prepare import cache_key, prepare, prepare_split_sizes
@@ -169,7 +170,7 @@ def test_a_concurrent_writer_keeps_the_first_complete_cache(tmp_path):
     manifest = os.path.join(first.cache_path, "manifest.json")
     before = os.stat(manifest).st_mtime_ns
     key = prepare_module.cache_key(config, None)
-    prepare_module._write(first, str(tmp_path), first.cache_path, key, config)  # the slower run finishes
+    cache.write(first, str(tmp_path), first.cache_path, key, config)  # the slower run finishes
     assert os.stat(manifest).st_mtime_ns == before and os.listdir(tmp_path) == [os.path.basename(first.cache_path)]
     assert prepare(config).from_cache
 
@@ -178,13 +179,15 @@ def test_a_concurrent_writer_keeps_the_first_complete_cache(tmp_path):
 # Every field of the data section shapes the data except these (per source).
 NOT_SHAPING = {"files": {"cache_dir", "synth"},
                "synthetic": {"cache_dir", "files", "failed_launches", "format", "initiator_column", "item_column",
-                             "participants_column", "participant_separator"}}
+                             "participants_column", "participant_separator", "behavior_column"}}
 SHAPING = {
     "files": [("source", "synthetic"), ("files", ["groups.txt", "failed.txt"]), ("failed_launches", ""),
               ("format", "beibei"), ("initiator_column", "u"), ("item_column", "i"), ("participants_column", "p"),
-              ("participant_separator", ","), ("split", [0.7, 0.2, 0.1]), ("seed", 1), ("negatives", 10)],
+              ("participant_separator", ","), ("split", [0.7, 0.2, 0.1]), ("seed", 1), ("negatives", 10),
+              ("behaviors", ["start", "launch", "deal"]), ("behavior_column", "kind")],
     "synthetic": [("source", "files"), ("synth.users", 201), ("synth.items", 51), ("synth.groups", 801),
-                  ("synth.seed", 8), ("split", [0.8, 0.15, 0.05]), ("seed", 1), ("negatives", 10)],
+                  ("synth.seed", 8), ("split", [0.8, 0.15, 0.05]), ("seed", 1), ("negatives", 10),
+                  ("behaviors", ["start", "deal"])],
 }
 
 

@@ -21,7 +21,7 @@ BATCH, AUX = 64, 5
 
 @pytest.fixture(scope="module")
 def data():
-    groups, users, items, failed_u, failed_i = encode(generate(users=150, items=40, groups=600, seed=8))
+    groups, users, items, failed_u, failed_i, _ = encode(generate(users=150, items=40, groups=600, seed=8))
     train_idx, _, _ = split_groups(groups, seed=2)
     train = groups.take(train_idx)
     seen = interactions(train, failed_users=failed_u, failed_items=failed_i)

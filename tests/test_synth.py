@@ -78,7 +78,7 @@ def heuristic_mrr(raw, seed=0, negatives=9):
     initiator's own items; task B scores users by how often they joined the initiator's training
     groups + their taste for items that co-occur with the group's item.
     """
-    groups, _, _, failed_u, failed_i = encode(raw)
+    groups, _, _, failed_u, failed_i, _ = encode(raw)
     rng = np.random.default_rng(seed)
     n_users, n_items = groups.num_users, groups.num_items
     init, item, part, grp = groups.triples()

@@ -1,3 +1,4 @@
+import dataclasses
 import logging
 import os
 
@@ -65,11 +66,12 @@ def test_load_errors(tmp_path):
 
 def test_encode_separates_user_and_item_spaces_and_includes_failed_launches():
     raw = raw_groups([("5", "5", ["7"]), ("70", "9", ["5", "8"])], failed=[("99", "1"), ("5", "5")])
-    groups, users, items, failed_u, failed_i = encode(raw)
+    groups, users, items, failed_u, failed_i, _ = encode(raw)
     assert list(users.ids) == ["5", "7", "70", "8", "99"] and list(items.ids) == ["1", "5", "9"]
     assert groups.num_users == 5 and groups.num_items == 3
     assert decoded(groups, users, items) == [("5", "5", ["7"]), ("70", "9", ["5", "8"])]
-    assert list(users.ids[failed_u]) == ["99", "5"] and list(items.ids[failed_i]) == ["1", "5"]
+    # ("5", "5") is also a deal group's pair: it reached the deal, so it is no failed launch
+    assert list(users.ids[failed_u]) == ["99"] and list(items.ids[failed_i]) == ["1"]
     for array in (groups.initiator, groups.item, groups.offsets, groups.participants, failed_u, failed_i):
         assert array.dtype == np.int64
 
@@ -84,20 +86,28 @@ def test_encode_cleans_groups_and_logs_counts(caplog):
         ("1", "a", ["2"]),            # a different participant set: kept
     ], failed=[("7", "d"), ("7", "d"), ("1", "a")])
     with caplog.at_level(logging.INFO, logger="tfgb.data.vocab"):
-        groups, users, items, failed_u, failed_i = encode(raw)
+        groups, users, items, failed_u, failed_i, _ = encode(raw)
     assert decoded(groups, users, items) == [("1", "a", ["2", "3"]), ("5", "c", ["6"]), ("1", "a", ["2"])]
     assert list(users.ids) == ["1", "2", "3", "5", "6", "7"] and list(items.ids) == ["a", "c", "d"]
-    assert list(users.ids[failed_u]) == ["7", "1"] and list(items.ids[failed_i]) == ["d", "a"]
+    assert list(users.ids[failed_u]) == ["7"] and list(items.ids[failed_i]) == ["d"]
     text = caplog.text
     assert "dropped 2 participants equal to their initiator" in text
     assert "2 repeated participants" in text and "1 groups left without participants" in text
     assert "2 duplicate groups" in text and "3 groups kept" in text
     assert "dropped 1 duplicate failed launches" in text
+    assert "dropped 1 failed launches whose (initiator, item) is a deal group's" in text
 
 
 def test_encode_non_contiguous_integer_ids_and_no_failed_launches():
     raw = raw_groups([("1000000", "77", ["3"]), ("3", "2", ["1000000", "42"])])
-    groups, users, items, failed_u, failed_i = encode(raw)
+    groups, users, items, failed_u, failed_i, _ = encode(raw)
     assert list(users.ids) == ["1000000", "3", "42"] and list(items.ids) == ["2", "77"]
     assert groups.initiator.tolist() == [0, 1] and groups.participants.tolist() == [1, 0, 2]
     assert failed_u.shape == (0,) and failed_i.shape == (0,)
+
+
+def test_a_pair_listed_with_several_behaviours_keeps_its_furthest():
+    raw = raw_groups([("1", "a", ["2"])], failed=[("3", "b"), ("4", "c"), ("3", "b"), ("4", "c")])
+    raw = dataclasses.replace(raw, failed_behavior=np.array([0, 1, 1, 0], np.int8))
+    _, users, items, failed_u, failed_i, behavior = encode(raw)
+    assert list(zip(users.ids[failed_u], items.ids[failed_i], behavior.tolist())) == [("3", "b", 1), ("4", "c", 1)]

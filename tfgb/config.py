@@ -36,7 +36,12 @@ class DataConfig:
 
     source: str = "synthetic"  # "synthetic" or "files"
     files: list[str] = dataclasses.field(default_factory=list)  # relative to --data-dir
-    failed_launches: str = ""  # optional file of (initiator, item) rows: extra initiator-item edges
+    failed_launches: str = ""  # optional file of (initiator, item) rows: launches that did not reach their size
+    # Behaviours in cascade order; the last is the deal (a row with participants). The failed launches
+    # are the first. With behavior_column (csv / tsv / parquet) every row of data.files names its
+    # behaviour: rows of the last behaviour are deal groups, the others interactions that stopped there.
+    behaviors: list[str] = dataclasses.field(default_factory=lambda: ["launch", "deal"])
+    behavior_column: str = ""
     format: str = "auto"  # auto | beibei | csv | tsv | parquet
     initiator_column: str = "initiator"
     item_column: str = "item"
@@ -103,6 +108,11 @@ class TrainConfig:
     # activations alive at a time (propagation still once per batch; the gradient is the batch's).
     # 0 = the whole batch at once. Bounds the memory of large batches and aux sets (|T| = 99).
     block_chunk: int = 0
+    # Models trained on behaviour rows (NMTR; MGBR / MAMGBR with launch_task), tfgb.data.behavior_rows:
+    # negatives per positive and behaviour (NMTR's paper: 4), and the chance that a negative of a later
+    # behaviour (the deal) is one of the user's own interactions that stopped before it (a failed launch).
+    behavior_negatives: int = 4
+    hard_negatives: float = 0.5
 
 
 @dataclasses.dataclass
@@ -117,6 +127,11 @@ class EvalConfig:
     batch_size: int = 256
     max_groups: int = 0  # test lists evaluated at the end; 0 = all
     valid_max_groups: int = 0  # valid lists evaluated at the end; 0 = all
+    # The all-item protocol (NMTR paper): task A's held-out item ranked against every item the initiator
+    # never interacted with in training, HR@K / NDCG@K at these K, on a seeded subsample of this many
+    # test initiators (one held-out group each); 0 = not in the final metrics.
+    full_ks: list[int] = dataclasses.field(default_factory=lambda: [50, 80, 100, 200])
+    full_max_initiators: int = 1000
 
     def cutoffs(self) -> dict[int, list[int]]:
         """``hr_cutoffs`` as ``{list length: [cut-off, ...]}``."""
@@ -318,6 +333,15 @@ def validate(config: Config) -> None:
         raise ConfigError("config key 'data.split' must be three non-negative ratios (train, valid, test)")
     if d.negatives < 1:
         raise ConfigError("config key 'data.negatives' must be at least 1")
+    if len(d.behaviors) < 2 or len(set(d.behaviors)) != len(d.behaviors):
+        raise ConfigError("config key 'data.behaviors' must name at least two distinct behaviours in cascade order "
+                          f"(the last is the deal), got {d.behaviors}")
+    if config.train.behavior_negatives < 1:
+        raise ConfigError("config key 'train.behavior_negatives' must be at least 1")
+    if not 0.0 <= config.train.hard_negatives <= 1.0:
+        raise ConfigError("config key 'train.hard_negatives' must be a probability in [0, 1]")
+    if config.train.weight_decay < 0:
+        raise ConfigError("config key 'train.weight_decay' must be 0 (off) or positive")
     from tfgb.models import registry
 
     registry.entry(config.model.name)  # an unknown name is an error naming the closest one

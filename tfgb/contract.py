@@ -5,7 +5,9 @@ Two things cross that boundary:
 1. **The training batch** (:data:`TRAINING_BATCH`): a dict of tensors, one per :class:`Field`, that
    :mod:`tfgb.data.stream` emits and every model's ``compute_loss`` reads. Shapes are written with
    the symbols ``B`` (triples in the batch) and ``T`` (``train.aux_size``). Ids are vocabulary
-   indices (``int32``). ``fold`` is present only under ``train.graph_folds`` > 1.
+   indices (``int32``). ``fold`` is present only under ``train.graph_folds`` > 1. The
+   ``behavior_*`` fields (:data:`BEHAVIOR_BATCH`, :mod:`tfgb.data.behavior_rows`) are present only
+   for models that learn from behaviours: M rows per triple, R behaviours, N negatives each.
 2. **Side inputs** (:class:`SideInputs`): tables about users, items and interactions beyond the
    deal groups, built from the training split only. A model declares the side inputs it needs
    (its registry entry's ``needs``); a model that needs one the recipe does not provide stops with
@@ -39,12 +41,13 @@ class Field:
 
     name: str
     dtype: str  # a numpy / TensorFlow dtype name
-    shape: tuple[str | int, ...]  # "B" = triples of the batch, "T" = train.aux_size
+    shape: tuple[str | int, ...]  # "B" = triples of the batch, "T" = train.aux_size; "M", "R", "N": behaviour rows
     doc: str
 
-    def concrete_shape(self, aux_size: int) -> list[int | None]:
-        """The shape with ``B`` unknown (None) and ``T`` = ``aux_size``."""
-        return [None if dim == "B" else aux_size if dim == "T" else int(dim) for dim in self.shape]
+    def concrete_shape(self, aux_size: int, sizes: Mapping[str, int] | None = None) -> list[int | None]:
+        """The shape with ``B`` unknown (None), ``T`` = ``aux_size`` and the other symbols from ``sizes``."""
+        known = {"T": aux_size, **(sizes or {})}
+        return [None if dim == "B" else known[dim] if isinstance(dim, str) else int(dim) for dim in self.shape]
 
 
 TRAINING_BATCH: tuple[Field, ...] = (
@@ -57,21 +60,30 @@ TRAINING_BATCH: tuple[Field, ...] = (
     Field("aux_participants", "int32", ("B", "T"), "T^P: users outside the group (MGBR Eq. 24)"),
 )
 FOLD = Field("fold", "int32", ("B",), "train.graph_folds > 1: the fold of the batch (one value per batch)")
-FIELDS: dict[str, Field] = {f.name: f for f in (*TRAINING_BATCH, FOLD)}
+BEHAVIOR_BATCH: tuple[Field, ...] = (
+    Field("behavior_user", "int32", ("B", "M"), "the user of a sampled training interaction"),
+    Field("behavior_item", "int32", ("B", "M"), "its item"),
+    Field("behavior_stage", "int32", ("B", "M"), "the furthest behaviour it reached (R - 1 = the deal)"),
+    Field("behavior_neg", "int32", ("B", "M", "R", "N"), "N negatives of the user for every behaviour r"),
+)
+FIELDS: dict[str, Field] = {f.name: f for f in (*TRAINING_BATCH, FOLD, *BEHAVIOR_BATCH)}
 
 
-def batch_fields(folds: bool) -> tuple[Field, ...]:
-    """The fields of a training batch, with ``fold`` when the stream is folded."""
-    return (*TRAINING_BATCH, FOLD) if folds else TRAINING_BATCH
+def batch_fields(folds: bool, behaviors: bool = False) -> tuple[Field, ...]:
+    """The fields of a training batch, with ``fold`` when the stream is folded and the behaviour rows
+    when it carries them."""
+    return (*TRAINING_BATCH, *((FOLD,) if folds else ()), *(BEHAVIOR_BATCH if behaviors else ()))
 
 
-def check_batch(batch: Mapping[str, object], aux_size: int, folds: bool) -> None:
+def check_batch(batch: Mapping[str, object], aux_size: int, folds: bool,
+                behavior_sizes: Mapping[str, int] | None = None) -> None:
     """Raise ``ValueError`` naming the field when ``batch`` does not follow the contract.
 
-    Checks names, dtypes and ranks, the aux width ``T`` and that every field has the same ``B``.
-    Works on numpy arrays and tensors alike (anything with ``.shape`` and ``.dtype``).
+    Checks names, dtypes and ranks, the aux width ``T`` (and ``M``, ``R``, ``N`` of
+    ``behavior_sizes`` when the batch carries behaviour rows) and that every field has the same
+    ``B``. Works on numpy arrays and tensors alike (anything with ``.shape`` and ``.dtype``).
     """
-    expected = {f.name: f for f in batch_fields(folds)}
+    expected = {f.name: f for f in batch_fields(folds, behavior_sizes is not None)}
     if set(batch) != set(expected):
         missing, extra = sorted(set(expected) - set(batch)), sorted(set(batch) - set(expected))
         raise ValueError(f"training batch fields differ from the contract: missing {missing}, unexpected {extra}")
@@ -82,10 +94,10 @@ def check_batch(batch: Mapping[str, object], aux_size: int, folds: bool) -> None
         shape = list(value.shape)
         if dtype != field.dtype:
             raise ValueError(f"training batch field '{name}' has dtype {dtype}, the contract says {field.dtype}")
-        want = field.concrete_shape(aux_size)
+        want = field.concrete_shape(aux_size, behavior_sizes)
         if len(shape) != len(want) or any(w is not None and s != w for s, w in zip(shape, want)):
             raise ValueError(f"training batch field '{name}' has shape {shape}, the contract says {field.shape} "
-                             f"with T = {aux_size}")
+                             f"with T = {aux_size}" + (f" and {dict(behavior_sizes)}" if behavior_sizes else ""))
         sizes.add(shape[0])
     if len(sizes) > 1:
         raise ValueError(f"training batch fields disagree on B: {sorted(sizes)}")

@@ -126,7 +126,7 @@ class Session:
         batch are enough; the whole first batch, run eagerly, was the peak memory of a large-batch
         run (10.3 GiB at batch 1024 and |T| = 99).
         """
-        batch = self.data.training_stream(self.config.train).batch(0, 0)
+        batch = self.stream().batch(0, 0)
         self.model.compute_loss({name: tf.constant(value[:2]) for name, value in batch.items()}, training=False)
         self.model.reset_metrics()
         self.model.optimizer.build(self.model.trainable_variables)
@@ -165,9 +165,14 @@ class Session:
                                                                max_to_keep=1)
         self._managers[which].save(checkpoint_number=int(self.progress.step.numpy()))
 
+    def stream(self):
+        """This run's training stream (:meth:`tfgb.data.prepare.Prepared.training_stream`), with behaviour
+        rows when the model learns from them."""
+        return self.data.training_stream(self.config.train, behaviors=models.registry.learns_behaviors(self.config))
+
     def steps_per_epoch(self) -> int:
         """Optimizer steps (batches) in one epoch of this run's training data."""
-        return self.data.training_stream(self.config.train).num_batches
+        return self.stream().num_batches
 
     def parameters(self) -> int:
         """Trainable parameters of the model."""

@@ -155,7 +155,7 @@ def fit(session: Session, progress: bool = True, hooks: Sequence[BatchHook] = ()
     """
     config, run, model, state = session.config, session.run, session.model, session.progress
     train = config.train
-    stream = session.data.training_stream(train)
+    stream = session.stream()
     plan = Plan.of(train, stream.num_batches)
     if train.eval_every_steps > 0 and train.evals_per_epoch > 1:
         log.warning("train.eval_every_steps = %d sets the validation cadence; train.evals_per_epoch = %d is unused",

@@ -120,7 +120,7 @@ def bench_train(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="tfgb-bench-") as tmp:
         config, session = _session(args, tmp)
         model = session.model
-        batch = next(iter(session.data.training_dataset(config.train, epoch=0)))
+        batch = next(iter(session.stream().dataset(0)))
         b = int(batch["initiator"].shape[0])
         t = config.train.aux_size if config.train.aux_losses else 0
         step = tf.function(model.train_step)

@@ -128,7 +128,7 @@ def describe(raw: RawGroups) -> dict:
       A JSON-ready dict: ``groups``, ``users``, ``items``, ``participants_per_group``, ``degrees``
       (``initiator``/``item``/``participant`` -> p50/p90/p99/max groups per id) and ``failed_launches``.
     """
-    groups, users, items, failed_user, _failed_item = encode(raw)
+    groups, users, items, failed_user, _failed_item, _behavior = encode(raw)
     sizes = groups.sizes
     in_groups_users = np.unique(np.concatenate([groups.initiator, groups.participants]))
     return {

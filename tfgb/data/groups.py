@@ -21,7 +21,10 @@ class RawGroups:
       item: ``object`` array [G] of raw item ids (str).
       offsets: ``int64`` [G + 1]; participants of group g are ``participants[offsets[g]:offsets[g+1]]``.
       participants: ``object`` array [sum of group sizes] of raw user ids (str).
-      failed_initiator / failed_item: ``object`` arrays [F] of failed launches (extra u-i edges), may be empty.
+      failed_initiator / failed_item: ``object`` arrays [F] of interactions that did not become a deal group
+        (for group buying: failed launches), may be empty.
+      failed_behavior: ``int8`` [F], each row's behaviour as an index into ``data.behaviors`` (never the
+        last, the deal); empty = every row is behaviour 0 (``launch``).
     """
 
     initiator: np.ndarray
@@ -30,6 +33,15 @@ class RawGroups:
     participants: np.ndarray
     failed_initiator: np.ndarray = dataclasses.field(default_factory=lambda: np.array([], dtype=object))
     failed_item: np.ndarray = dataclasses.field(default_factory=lambda: np.array([], dtype=object))
+    failed_behavior: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+
+    def behavior_codes(self) -> np.ndarray:
+        """``failed_behavior``, or zeros (``launch``) when it is empty: ``int8`` [F]."""
+        if len(self.failed_behavior) == 0:
+            return np.zeros(len(self.failed_initiator), np.int8)
+        if len(self.failed_behavior) != len(self.failed_initiator):
+            raise ValueError("failed_behavior must have one code per failed launch")
+        return np.asarray(self.failed_behavior, np.int8)
 
     def __len__(self) -> int:
         return int(self.initiator.shape[0])

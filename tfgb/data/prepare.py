@@ -2,21 +2,15 @@
 
 Steps: read the raw deal groups (the synthetic generator, or the recipe's files), encode them
 (vocabularies), split them (:mod:`tfgb.data.split`), build the valid and test candidate lists
-(:mod:`tfgb.data.candidates`), and cache all of it in ``data.cache_dir/<key>/``:
-
-    groups.npz              train/valid/test tables and failed launches (index arrays)
-    valid_candidates.npz    saved candidate lists of the valid split
-    test_candidates.npz     ... of the test split
-    users.txt, items.txt    vocabularies (raw id per line, line n = index n)
-    manifest.json           key, what it hashes, sizes, timings; written last
+(:mod:`tfgb.data.candidates`), and cache all of it in ``data.cache_dir/<key>/`` (the layout is
+:mod:`tfgb.data.cache`'s). Failed launches get a split of their own under the same protocol
+(:func:`tfgb.data.split.split_launches`): only the training ones become graph edges, training
+interactions or labels.
 
 ``key`` is a SHA-256 over :func:`key_inputs`: the input files' names, sizes and content hashes
 (or the synthetic generator's settings), the ``data`` settings that shape the arrays (all but
-``cache_dir``) and :data:`FORMAT_VERSION`. Model, train and eval settings and code edits leave it
-unchanged. A hit loads the arrays without parsing the inputs again. A cache is written into a
-temporary directory inside ``cache_dir`` and renamed into place in one ``os.rename``, so a killed
-or concurrent run never leaves a partial directory under a key (stray ``.tmp-*`` directories
-are never read).
+``cache_dir``) and :data:`tfgb.data.cache.FORMAT_VERSION`. Model, train and eval settings and code
+edits leave it unchanged. A hit loads the arrays without parsing the inputs again.
 """
 from __future__ import annotations
 
@@ -25,8 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,7 +26,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from tfgb.config import Config, TrainConfig
-from tfgb.data import negatives, split, synth
+from tfgb.contract import Interactions
+from tfgb.data import cache, negatives, split, synth
+from tfgb.data.cache import FORMAT_VERSION, save_vocabularies
 from tfgb.data.candidates import Candidates, build_candidates
 from tfgb.data.groups import DealGroups
 from tfgb.data.negatives import PairSet
@@ -49,16 +43,11 @@ if TYPE_CHECKING:  # these import TensorFlow; loaded only when graphs or a strea
 
 logger = logging.getLogger(__name__)
 
-# Bump FORMAT_VERSION in the commit that changes what prepare writes for the same inputs and settings:
-# the cache layout (files, array names, dtypes, manifest fields read back) or the result of any step (the
-# synthetic generator, reading, encoding, the split, candidate sampling, the order of random draws).
-# The key holds no source code, so a cache written by older code is trusted until this number changes.
-FORMAT_VERSION = 1
-_TABLE_FIELDS = ("initiator", "item", "offsets", "participants")
 # data.* settings that cannot change the prepared arrays, per data.source; every other field of the
 # data section is keyed (so is a new field, by default: at worst a needless re-prepare).
 _NOT_SHAPING = {"files": ("cache_dir", "synth"), "synthetic": ("cache_dir", "files", "failed_launches", "format",
-                "initiator_column", "item_column", "participants_column", "participant_separator")}
+                "initiator_column", "item_column", "participants_column", "participant_separator",
+                "behavior_column")}
 
 T = TypeVar("T")
 
@@ -70,7 +59,10 @@ class Prepared:
     Attributes:
       train / valid / test: the three splits as encoded tables over the same vocabularies.
       user_vocab / item_vocab: raw id <-> index.
-      failed_users / failed_items: ``int64`` [F] failed launches (extra initiator-item edges).
+      failed_users / failed_items: ``int64`` [F] every failed launch (all splits).
+      failed_behavior: ``int8`` [F] each one's behaviour, an index into ``behaviors`` (0 = launch).
+      failed_split: ``int8`` [F] 0 = train, 1 = valid, 2 = test (:func:`tfgb.data.split.split_launches`).
+      behaviors: behaviour names in cascade order; the last is the deal.
       valid_candidates / test_candidates: the saved evaluation lists.
       cache_path: the cache directory these arrays live in.
       from_cache: True when loaded from an existing cache (nothing was read or computed).
@@ -86,6 +78,9 @@ class Prepared:
     item_vocab: Vocabulary
     failed_users: np.ndarray
     failed_items: np.ndarray
+    failed_behavior: np.ndarray
+    failed_split: np.ndarray
+    behaviors: tuple[str, ...]
     valid_candidates: Candidates
     test_candidates: Candidates
     cache_path: str
@@ -106,10 +101,35 @@ class Prepared:
         """Write ``users.txt`` and ``items.txt`` (one raw id per line) into ``directory`` (created)."""
         save_vocabularies(directory, self.user_vocab, self.item_vocab)
 
+    def launches(self, split_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(users, items, behaviour codes)`` of the failed launches of ``"train"``, ``"valid"`` or ``"test"``."""
+        keep = self.failed_split == ("train", "valid", "test").index(split_name)
+        return self.failed_users[keep], self.failed_items[keep], self.failed_behavior[keep]
+
     def train_interactions(self) -> PairSet:
-        """(user, item) pairs of the training groups (every role) and failed launches; built once."""
+        """(user, item) pairs of the training groups (every role) and training failed launches; built once."""
+        users, items, _ = self.launches("train")
         return self._cached("train_interactions", lambda: negatives.interactions(
-            self.train, failed_users=self.failed_users, failed_items=self.failed_items))
+            self.train, failed_users=users, failed_items=items))
+
+    def behavior_interactions(self, groups: DealGroups | None = None,
+                              launches: np.ndarray | None = None) -> Interactions:
+        """Training interactions with their furthest behaviour: every training deal group's (initiator,
+        item) as the last behaviour (the deal), then every training failed launch with its own.
+
+        Args:
+          groups: the deal groups to take (default: all training groups).
+          launches: ``bool`` mask over the training failed launches to take (default: all).
+        """
+        groups = self.train if groups is None else groups
+        users, items, codes = self.launches("train")
+        if launches is not None:
+            users, items, codes = users[launches], items[launches], codes[launches]
+        deal = len(self.behaviors) - 1
+        return Interactions(np.concatenate([groups.initiator, users]).astype(np.int32),
+                            np.concatenate([groups.item, items]).astype(np.int32),
+                            np.concatenate([np.full(len(groups), deal, np.int8), codes]).astype(np.int8),
+                            tuple(self.behaviors))
 
     def graphs(self, failed_launches: bool = True) -> dict[str, tf.sparse.SparseTensor]:
         """The training graphs of :func:`tfgb.data.graphs.build_graphs`; built once per flag.
@@ -120,35 +140,48 @@ class Prepared:
         from tfgb.data.graphs import build_graphs  # imports TensorFlow
 
         def build() -> dict[str, tf.sparse.SparseTensor]:
-            failed = (self.failed_users, self.failed_items) if failed_launches else (None, None)
+            failed = self.launches("train")[:2] if failed_launches else (None, None)
             return build_graphs(self.train, self.num_users, self.num_items, *failed)
 
         return self._cached(("graphs", failed_launches), build)
 
-    def training_stream(self, train: TrainConfig) -> TrainingStream | FoldedStream:
+    def training_stream(self, train: TrainConfig, behaviors: bool = False) -> TrainingStream | FoldedStream:
         """The training batches for ``train.batch_size/aux_size/seed/graph_folds``; built once.
 
         ``graph_folds`` = 1: a :class:`tfgb.data.stream.TrainingStream` over every training group.
         k > 1: a :class:`tfgb.data.stream.FoldedStream` whose fold ``f`` holds the groups of
         :meth:`fold_of_groups` == f (pair it with :meth:`fold_graphs`). Negatives avoid every
-        training interaction in both cases.
+        training interaction in both cases. With ``behaviors`` every batch also carries behaviour
+        rows (:mod:`tfgb.data.behavior_rows`) drawn from :meth:`behavior_interactions`; under folds,
+        fold f's rows are its own groups and the training failed launches of :meth:`fold_of_launches`
+        == f (pair them with ``fold_graphs(..., fold_launches=True)``).
         """
+        from tfgb.data.behavior_rows import BehaviorRows, rows_per_triple
         from tfgb.data.stream import FoldedStream, TrainingStream  # imports TensorFlow
 
         def build() -> TrainingStream | FoldedStream:
-            def stream(groups: DealGroups, seed: int) -> TrainingStream:
+            per_triple = rows_per_triple(len(self.behavior_interactions().user), int(self.train.sizes.sum()))
+
+            def stream(groups: DealGroups, seed: int, launches: np.ndarray | None) -> TrainingStream:
+                rows = None
+                if behaviors:
+                    rows = BehaviorRows(self.behavior_interactions(groups, launches), self.train_interactions(),
+                                        per_triple, train.behavior_negatives, train.hard_negatives, seed)
                 return TrainingStream(groups, self.train_interactions(), self.num_users, self.num_items,
-                                      train.batch_size, train.aux_size, seed)
+                                      train.batch_size, train.aux_size, seed, rows)
 
             k = train.graph_folds
             if k == 1:
-                return stream(self.train, train.seed)
-            fold = self.fold_of_groups(k, train.seed)
+                return stream(self.train, train.seed, None)
+            fold, launch_fold = self.fold_of_groups(k, train.seed), self.fold_of_launches(k, train.seed)
             return FoldedStream([stream(self.train.take(np.flatnonzero(fold == f)),
-                                        int(np.random.SeedSequence([train.seed, k, f]).generate_state(1)[0]))
+                                        int(np.random.SeedSequence([train.seed, k, f]).generate_state(1)[0]),
+                                        launch_fold == f)
                                  for f in range(k)], train.seed)
 
-        return self._cached(("stream", train.batch_size, train.aux_size, train.seed, train.graph_folds), build)
+        key = ("stream", train.batch_size, train.aux_size, train.seed, train.graph_folds, behaviors,
+               train.behavior_negatives if behaviors else 0, train.hard_negatives if behaviors else 0)
+        return self._cached(key, build)
 
     def fold_of_groups(self, folds: int, seed: int) -> np.ndarray:
         """The fold of every training group for ``train.graph_folds`` = ``folds``, ``int64`` [G]."""
@@ -156,18 +189,37 @@ class Prepared:
 
         return self._cached(("fold_of_groups", folds, seed), lambda: fold_of_groups(len(self.train), folds, seed))
 
-    def fold_graphs(self, folds: int, seed: int, failed_launches: bool = True) -> list[dict[str, tf.sparse.SparseTensor]]:
-        """Per fold ``f``: the graphs of :meth:`graphs` built from the training groups NOT in fold ``f``
-        (failed launches stay in every fold's graphs: they are never training triples)."""
+    def fold_of_launches(self, folds: int, seed: int) -> np.ndarray:
+        """The fold of every training failed launch (order of :meth:`launches`), ``int64`` [F_train]."""
+        from tfgb.data.stream import fold_of_groups
+
+        count = len(self.launches("train")[0])
+        return self._cached(("fold_of_launches", folds, seed),
+                            lambda: fold_of_groups(count, folds, seed + 1_000_003))
+
+    def fold_graphs(self, folds: int, seed: int, failed_launches: bool = True,
+                    fold_launches: bool = False) -> list[dict[str, tf.sparse.SparseTensor]]:
+        """Per fold ``f``: the graphs of :meth:`graphs` built from the training groups NOT in fold ``f``.
+
+        The training failed launches stay in every fold's graphs when they are only edges; with
+        ``fold_launches`` (a model trained on behaviour rows, where they are labels) fold f's graphs
+        also lack the launches of :meth:`fold_of_launches` == f.
+        """
         from tfgb.data.graphs import build_graphs  # imports TensorFlow
 
         def build() -> list[dict[str, tf.sparse.SparseTensor]]:
             fold = self.fold_of_groups(folds, seed)
-            failed = (self.failed_users, self.failed_items) if failed_launches else (None, None)
-            return [build_graphs(self.train.take(np.flatnonzero(fold != f)), self.num_users, self.num_items, *failed)
-                    for f in range(folds)]
+            users, items, _ = self.launches("train")
+            launch_fold = self.fold_of_launches(folds, seed) if fold_launches else np.full(len(users), -1)
+            out = []
+            for f in range(folds):
+                keep = launch_fold != f
+                failed = (users[keep], items[keep]) if failed_launches else (None, None)
+                out.append(build_graphs(self.train.take(np.flatnonzero(fold != f)), self.num_users, self.num_items,
+                                        *failed))
+            return out
 
-        return self._cached(("fold_graphs", folds, seed, failed_launches), build)
+        return self._cached(("fold_graphs", folds, seed, failed_launches, fold_launches), build)
 
     def training_dataset(self, train: TrainConfig, epoch: int, start_batch: int = 0) -> tf.data.Dataset:
         """One epoch of training batches as a ``tf.data.Dataset`` (see :mod:`tfgb.data.stream`)."""
@@ -177,13 +229,6 @@ class Prepared:
         if key not in self._memo:
             self._memo[key] = build()
         return self._memo[key]
-
-
-def save_vocabularies(directory: str | os.PathLike, users: Vocabulary, items: Vocabulary) -> None:
-    """Write ``users.txt`` and ``items.txt`` into ``directory`` (created when missing)."""
-    os.makedirs(directory, exist_ok=True)
-    users.save(os.path.join(directory, "users.txt"))
-    items.save(os.path.join(directory, "items.txt"))
 
 
 def _input_files(config: Config, data_dir: str | None) -> list[tuple[str, str]]:
@@ -253,9 +298,9 @@ def prepare(config: Config, data_dir: str | None = None) -> Prepared:
     final = os.path.join(cache_dir, key[:24])
     hashed = time.perf_counter() - start
     damaged = False
-    if _valid_cache(final, key):
+    if cache.valid_cache(final, key):
         try:
-            prepared = _load(final)
+            prepared = cache.load(final, tuple(config.data.behaviors))
         except (OSError, KeyError, ValueError, DataError) as exc:  # e.g. a file deleted by hand
             logger.warning("prepare: rebuilding the unreadable cache %s (%s)", final, exc)
             damaged = True
@@ -267,7 +312,7 @@ def prepare(config: Config, data_dir: str | None = None) -> Prepared:
     prepared = _compute(config, data_dir)
     prepared.timings["hash"] = round(hashed, 4)
     tick = time.perf_counter()
-    _write(prepared, cache_dir, final, key, config, replace=damaged, inputs=inputs)
+    cache.write(prepared, cache_dir, final, key, config, replace=damaged, inputs=inputs)
     prepared.timings["write"] = round(time.perf_counter() - tick, 4)
     prepared.cache_path = final
     logger.info("prepare: %s in %.2f s (%s)", final, time.perf_counter() - start,
@@ -286,13 +331,17 @@ def _compute(config: Config, data_dir: str | None) -> Prepared:
     timings["read"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    groups, users, items, failed_users, failed_items = encode(raw)
+    groups, users, items, failed_users, failed_items, failed_behavior = encode(raw)
+    if len(failed_behavior) and failed_behavior.max() >= len(data.behaviors) - 1:
+        raise ConfigError(f"data.behaviors = {data.behaviors} has no behaviour before the deal for code "
+                          f"{int(failed_behavior.max())}")
     timings["encode"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     planned = split.planned_sizes(len(groups), data.split)
     train_idx, valid_idx, test_idx = split.split_groups(groups, data.split, data.seed)
     train, valid, test = groups.take(train_idx), groups.take(valid_idx), groups.take(test_idx)
+    failed_split = split.split_launches(groups, train_idx, failed_users, failed_items, data.split, data.seed)
     moved = {"valid": planned[1] - len(valid), "test": planned[2] - len(test)}
     timings["split"] = time.perf_counter() - tick
     logger.info("prepare: split %d groups into train/valid/test %d/%d/%d; cold start moved %d valid and %d "
@@ -305,88 +354,9 @@ def _compute(config: Config, data_dir: str | None) -> Prepared:
              for n, table in ((1, valid), (2, test))]
     timings["candidates"] = time.perf_counter() - tick
     return Prepared(train, valid, test, users, items, failed_users.astype(np.int64), failed_items.astype(np.int64),
+                    failed_behavior.astype(np.int8), failed_split, tuple(data.behaviors),
                     lists[0], lists[1], cache_path="", from_cache=False, moved_to_train=moved,
                     timings={k: round(v, 4) for k, v in timings.items()})
-
-
-def _valid_cache(path: str, key: str) -> bool:
-    try:
-        with open(os.path.join(path, "manifest.json"), encoding="utf-8") as fh:
-            manifest = json.load(fh)
-    except (OSError, ValueError):
-        return False
-    return manifest.get("key") == key  # the key covers FORMAT_VERSION
-
-
-def _write(prepared: Prepared, cache_dir: str, final: str, key: str, config: Config, replace: bool = False,
-           inputs: dict[str, Any] | None = None) -> None:
-    """Write the cache into a temporary directory, then rename it to ``final`` in one step.
-
-    An existing ``final`` is kept when it is complete (a concurrent run wrote the same content
-    first), unless ``replace`` says it could not be loaded; an incomplete one is replaced. The
-    manifest records ``inputs`` (:func:`key_inputs`, what ``key`` hashes).
-    """
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{key[:24]}-", dir=cache_dir)
-    try:
-        arrays = {"failed_users": prepared.failed_users, "failed_items": prepared.failed_items,
-                  "num_users": np.int64(prepared.num_users), "num_items": np.int64(prepared.num_items)}
-        for name in ("train", "valid", "test"):
-            table = getattr(prepared, name)
-            arrays.update({f"{name}_{field}": getattr(table, field) for field in _TABLE_FIELDS})
-        with open(os.path.join(tmp, "groups.npz"), "wb") as fh:
-            np.savez(fh, **arrays)
-        prepared.valid_candidates.save(os.path.join(tmp, "valid_candidates.npz"))
-        prepared.test_candidates.save(os.path.join(tmp, "test_candidates.npz"))
-        save_vocabularies(tmp, prepared.user_vocab, prepared.item_vocab)
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "key": key,
-            "key_inputs": inputs,
-            "data": dataclasses.asdict(config.data),
-            "sizes": {"train": len(prepared.train), "valid": len(prepared.valid), "test": len(prepared.test),
-                      "users": prepared.num_users, "items": prepared.num_items,
-                      "failed_launches": int(prepared.failed_users.size)},
-            "moved_to_train": prepared.moved_to_train,
-            "timings": prepared.timings,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache is as readable as its parent
-        if os.path.isdir(final) and (replace or not _valid_cache(final, key)):
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not _valid_cache(final, key):
-                raise
-            logger.info("prepare: another run wrote %s first; keeping it", final)  # identical content
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _load(path: str) -> Prepared:
-    """Read a cache directory written by :func:`_write`."""
-    with open(os.path.join(path, "manifest.json"), encoding="utf-8") as fh:
-        manifest = json.load(fh)
-    with np.load(os.path.join(path, "groups.npz")) as arrays:
-        num_users, num_items = int(arrays["num_users"]), int(arrays["num_items"])
-        tables = [DealGroups(*(arrays[f"{name}_{field}"] for field in _TABLE_FIELDS), num_users, num_items)
-                  for name in ("train", "valid", "test")]
-        failed_users, failed_items = arrays["failed_users"], arrays["failed_items"]
-    return Prepared(
-        *tables,
-        user_vocab=Vocabulary.load(os.path.join(path, "users.txt")),
-        item_vocab=Vocabulary.load(os.path.join(path, "items.txt")),
-        failed_users=failed_users,
-        failed_items=failed_items,
-        valid_candidates=Candidates.load(os.path.join(path, "valid_candidates.npz")),
-        test_candidates=Candidates.load(os.path.join(path, "test_candidates.npz")),
-        cache_path=path,
-        from_cache=True,
-        moved_to_train={k: int(v) for k, v in manifest.get("moved_to_train", {}).items()},
-    )
 
 
 def prepare_split_sizes(config: Config, data_dir: str | None = None) -> dict[str, int]:

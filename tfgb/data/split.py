@@ -77,3 +77,40 @@ def split_groups(
     logger.debug("split %d groups: %d/%d/%d; cold start moved %d valid and %d test groups to training",
                  len(groups), train.size, valid.size, test.size, moved_valid, moved_test)
     return train, valid, test
+
+
+def split_launches(groups: DealGroups, train: np.ndarray, users: np.ndarray, items: np.ndarray,
+                   ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 2023) -> np.ndarray:
+    """The split of the failed launches, under the protocol of the deal groups.
+
+    A seeded permutation (its own stream: ``default_rng([seed, 1])``) of the F launches is cut by the
+    same ratios; a held-out launch whose initiator is in no training group (any role) or whose item
+    is the item of no training group goes back to training, as a cold-start deal group does. Held-out
+    launches never enter the training graphs, the training interactions or the training labels:
+    with the held-out deal groups of the same split they are the launches with a known outcome
+    that launch-success AUC is measured on.
+
+    Args:
+      groups: every deal group; ``train``: the training group indices of :func:`split_groups`.
+      users / items: ``int`` [F], the failed launches.
+
+    Returns:
+      ``int8`` [F]: 0 = train, 1 = valid, 2 = test.
+    """
+    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+    n_train, n_valid, _ = planned_sizes(len(users), ratios)
+    order = np.random.default_rng([seed, 1]).permutation(len(users))
+    where = np.zeros(len(users), np.int8)
+    where[order[n_train:n_train + n_valid]] = 1
+    where[order[n_train + n_valid:]] = 2
+    seen_users = np.zeros(groups.num_users, dtype=bool)
+    seen_users[groups.initiator[train]] = True
+    seen_users[groups.take(train).participants] = True
+    seen_items = np.zeros(groups.num_items, dtype=bool)
+    seen_items[groups.item[train]] = True
+    cold = ~(seen_users[users] & seen_items[items])
+    moved = int(((where > 0) & cold).sum())
+    where[cold] = 0
+    logger.debug("split %d failed launches: %d/%d/%d; cold start moved %d back to training", len(users),
+                 int((where == 0).sum()), int((where == 1).sum()), int((where == 2).sum()), moved)
+    return where

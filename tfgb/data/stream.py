@@ -18,6 +18,8 @@ the bytes of int64 and is what embedding lookups take):
 * ``aux_items [B, T]``: T^I, items the initiator never interacted with in training (so never the
   true item); Eq. 21 of MGBR.
 * ``aux_participants [B, T]``: T^P, users outside the group (Eq. 24 of MGBR).
+* with ``behaviors`` (:mod:`tfgb.data.behavior_rows`): ``behavior_user/item/stage [B, M]`` and
+  ``behavior_neg [B, M, R, N]``, the sampled interactions of a multi-behaviour model's loss.
 
 B is ``batch_size`` except in the last batch (``drop_remainder=False``); T is ``aux_size``.
 Negatives are drawn uniformly with replacement (the aux sets of a row may repeat an id, with
@@ -33,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgb import contract
+from tfgb.data.behavior_rows import BehaviorRows
 from tfgb.data.groups import DealGroups
 from tfgb.data.negatives import PairSet, group_members, sample_absent
 from tfgb.errors import ConfigError
@@ -41,12 +44,21 @@ BATCHES_PER_CALL = 8  # batches built per tf.numpy_function call (amortises its 
 TRAINING_KEYS = tuple(field.name for field in contract.TRAINING_BATCH)
 
 
-def _batch_dict(make, arg: tf.Tensor, folds: bool, aux_size: int) -> dict[str, tf.Tensor]:
+def _batch_dict(make, arg: tf.Tensor, folds: bool, aux_size: int,
+                behaviors: BehaviorRows | None) -> dict[str, tf.Tensor]:
     """``make(arg)`` (numpy, one array per field of :func:`tfgb.contract.batch_fields`) as a dict of
     tensors with the contract's dtypes and shapes."""
-    fields = contract.batch_fields(folds)
+    fields = contract.batch_fields(folds, behaviors is not None)
+    sizes = behavior_sizes(behaviors)
     values = tf.numpy_function(make, [arg], Tout=[tf.as_dtype(f.dtype) for f in fields], stateful=False)
-    return {f.name: tf.ensure_shape(value, f.concrete_shape(aux_size)) for f, value in zip(fields, values)}
+    return {f.name: tf.ensure_shape(value, f.concrete_shape(aux_size, sizes)) for f, value in zip(fields, values)}
+
+
+def behavior_sizes(behaviors: BehaviorRows | None) -> dict[str, int] | None:
+    """``{"M", "R", "N"}`` of the behaviour fields (None without behaviour rows)."""
+    if behaviors is None:
+        return None
+    return {"M": behaviors.per_triple, "R": behaviors.num_behaviors, "N": behaviors.negatives}
 
 
 class TrainingStream:
@@ -60,6 +72,7 @@ class TrainingStream:
       batch_size: B.
       aux_size: T, size of the auxiliary sets T^I and T^P.
       seed: the stream's seed (e.g. ``train.seed``).
+      behaviors: behaviour rows to add to every batch (None: the triple fields only).
 
     Raises:
       ConfigError: some initiator interacted with every item, or some group holds every user
@@ -75,6 +88,7 @@ class TrainingStream:
         batch_size: int,
         aux_size: int,
         seed: int,
+        behaviors: BehaviorRows | None = None,
     ):
         if (interacted.num_rows, interacted.num_cols) != (num_users, num_items):
             raise ValueError("interacted must be a PairSet over [num_users, num_items]")
@@ -85,6 +99,7 @@ class TrainingStream:
         self.members = group_members(train)
         self.num_users, self.num_items = int(num_users), int(num_items)
         self.batch_size, self.aux_size, self.seed = int(batch_size), int(aux_size), int(seed)
+        self.behaviors = behaviors
         if self.num_triples and interacted.row_counts[self.initiator].max() >= num_items:
             raise ConfigError("the training data has an initiator who interacted with every item: no negative item exists")
         if self.num_triples and self.members.row_counts.max() >= num_users:
@@ -104,13 +119,15 @@ class TrainingStream:
         """The epoch's permutation of triple indices, ``int64`` [P]."""
         return np.random.default_rng([self.seed, int(epoch)]).permutation(self.num_triples)
 
-    def batch(self, epoch: int, index: int, order: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def batch(self, epoch: int, index: int, order: np.ndarray | None = None,
+              behavior_order: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Batch ``index`` of ``epoch`` as numpy ``int32`` arrays (see the module docstring).
 
         Args:
           epoch: epoch number (any non-negative int).
           index: batch number in ``[0, num_batches)``.
-          order: ``self.order(epoch)`` when already computed (saves recomputing it).
+          order / behavior_order: ``self.order(epoch)`` and ``self.behaviors.order(epoch)`` when
+            already computed (saves recomputing them).
         """
         order = self.order(epoch) if order is None else order
         rows = order[index * self.batch_size : (index + 1) * self.batch_size]
@@ -118,7 +135,7 @@ class TrainingStream:
         initiator, group = self.initiator[rows], self.group[rows]
         items = sample_absent(rng, self.interacted, initiator, 1 + self.aux_size)
         users = sample_absent(rng, self.members, group, 1 + self.aux_size)
-        return {
+        out = {
             "initiator": initiator.astype(np.int32),
             "item": self.item[rows].astype(np.int32),
             "participant": self.participant[rows].astype(np.int32),
@@ -127,6 +144,9 @@ class TrainingStream:
             "aux_items": items[:, 1:].astype(np.int32),
             "aux_participants": users[:, 1:].astype(np.int32),
         }
+        if self.behaviors is not None:
+            out.update(self.behaviors.rows(rng, epoch, index * self.batch_size, len(rows), behavior_order))
+        return out
 
     def dataset(self, epoch: int, start_batch: int = 0, parallel_calls: int | None = None) -> tf.data.Dataset:
         """The batches of one epoch as a ``tf.data.Dataset`` of dicts, from ``start_batch`` on.
@@ -137,17 +157,18 @@ class TrainingStream:
         order. The content of every batch is that of :meth:`batch`, whatever the parallelism.
         """
         order = self.order(epoch)
-        keys = [f.name for f in contract.batch_fields(folds=False)]
+        behavior_order = None if self.behaviors is None else self.behaviors.order(epoch)
+        keys = [f.name for f in contract.batch_fields(folds=False, behaviors=self.behaviors is not None)]
         start_batch = int(start_batch)
 
         def make(chunk: np.ndarray) -> list[np.ndarray]:
             first = max(int(chunk) * BATCHES_PER_CALL, start_batch)
             last = min((int(chunk) + 1) * BATCHES_PER_CALL, self.num_batches)
-            parts = [self.batch(epoch, index, order) for index in range(first, last)]
+            parts = [self.batch(epoch, index, order, behavior_order) for index in range(first, last)]
             return [np.concatenate([part[key] for part in parts]) for key in keys]
 
         def to_dict(chunk: tf.Tensor) -> dict[str, tf.Tensor]:
-            return _batch_dict(make, chunk, False, self.aux_size)
+            return _batch_dict(make, chunk, False, self.aux_size, self.behaviors)
 
         calls = tf.data.AUTOTUNE if parallel_calls is None else parallel_calls
         chunks = -(-self.num_batches // BATCHES_PER_CALL)
@@ -216,14 +237,15 @@ class FoldedStream:
         """The batches of one epoch from ``start_batch`` on, one ``tf.numpy_function`` call per batch
         (batches of different folds must never be merged, so no rebatching)."""
         schedule = self.schedule(epoch)
-        keys = [f.name for f in contract.batch_fields(folds=True)]
+        behaviors = self.streams[0].behaviors
+        keys = [f.name for f in contract.batch_fields(folds=True, behaviors=behaviors is not None)]
 
         def make(index: np.ndarray) -> list[np.ndarray]:
             batch = self.batch(epoch, int(index), schedule)
             return [batch[key] for key in keys]
 
         def to_dict(index: tf.Tensor) -> dict[str, tf.Tensor]:
-            return _batch_dict(make, index, True, self.aux_size)
+            return _batch_dict(make, index, True, self.aux_size, behaviors)
 
         calls = tf.data.AUTOTUNE if parallel_calls is None else parallel_calls
         return (tf.data.Dataset.range(int(start_batch), self.num_batches)

@@ -123,17 +123,18 @@ class Vocabulary:
         return cls._from_unique(ids)
 
 
-def encode(raw: RawGroups) -> tuple[DealGroups, Vocabulary, Vocabulary, np.ndarray, np.ndarray]:
+def encode(raw: RawGroups) -> tuple[DealGroups, Vocabulary, Vocabulary, np.ndarray, np.ndarray, np.ndarray]:
     """Build the vocabularies and encode (and clean) raw deal groups.
 
     Args:
       raw: deal groups and failed launches with raw string ids.
 
     Returns:
-      ``(groups, users, items, failed_initiator, failed_item)``: the cleaned, encoded groups; the
-      user vocabulary (initiators, participants and failed-launch initiators of the kept rows); the
-      item vocabulary (items and failed-launch items); and ``int64`` [F] indices of the distinct
-      failed launches, in file order.
+      ``(groups, users, items, failed_initiator, failed_item, failed_behavior)``: the cleaned, encoded
+      groups; the user vocabulary (initiators, participants and failed-launch initiators of the kept
+      rows); the item vocabulary (items and failed-launch items); ``int64`` [F] indices of the
+      distinct failed launches, in file order; and their ``int8`` [F] behaviour codes (a pair listed
+      with several behaviours keeps its furthest; a pair that is a deal group's is no failed launch).
     """
     n_groups, n_part = len(raw), len(raw.participants)
     user_codes, user_ids = _factorize_sorted(
@@ -141,14 +142,20 @@ def encode(raw: RawGroups) -> tuple[DealGroups, Vocabulary, Vocabulary, np.ndarr
     item_codes, item_ids = _factorize_sorted(np.concatenate([raw.item, raw.failed_item]))
     groups = _clean_groups(user_codes[:n_groups], item_codes[:n_groups], np.asarray(raw.offsets, np.int64),
                            user_codes[n_groups:n_groups + n_part], len(user_ids), len(item_ids))
-    failed_user, failed_item = _dedupe_launches(user_codes[n_groups + n_part:], item_codes[n_groups:],
-                                                len(item_ids))
+    failed_user, failed_item, failed_behavior = _dedupe_launches(
+        user_codes[n_groups + n_part:], item_codes[n_groups:], raw.behavior_codes(), len(item_ids))
+    # A pair that is also a deal group's (initiator, item) reached the deal: its furthest behaviour.
+    dealt = np.isin(failed_user * max(len(item_ids), 1) + failed_item,
+                    groups.initiator * max(len(item_ids), 1) + groups.item)
+    if dealt.any():
+        logger.info("encode: dropped %d failed launches whose (initiator, item) is a deal group's", int(dealt.sum()))
+        failed_user, failed_item, failed_behavior = failed_user[~dealt], failed_item[~dealt], failed_behavior[~dealt]
     # Ids whose every row was dropped leave the vocabularies (subsets of sorted ids stay sorted).
     user_map, users = _compact(user_ids, [groups.initiator, groups.participants, failed_user])
     item_map, items = _compact(item_ids, [groups.item, failed_item])
     encoded = DealGroups(user_map[groups.initiator], item_map[groups.item], groups.offsets,
                          user_map[groups.participants], len(users), len(items))
-    return encoded, users, items, user_map[failed_user], item_map[failed_item]
+    return encoded, users, items, user_map[failed_user], item_map[failed_item], failed_behavior
 
 
 def _as_strings(ids: Iterable[str] | np.ndarray) -> np.ndarray:
@@ -216,15 +223,20 @@ def _duplicate_groups(initiator: np.ndarray, item: np.ndarray, offsets: np.ndarr
     return duplicate
 
 
-def _dedupe_launches(user: np.ndarray, item: np.ndarray, num_items: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (initiator, item) failed launches, first occurrences in file order."""
+def _dedupe_launches(user: np.ndarray, item: np.ndarray, behavior: np.ndarray,
+                     num_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (initiator, item) failed launches, first occurrences in file order, each with the
+    furthest behaviour any of its rows reached."""
     if len(user) == 0:
-        return user.astype(np.int64), item.astype(np.int64)
-    _, first = np.unique(user * max(num_items, 1) + item, return_index=True)
-    first.sort()
+        return user.astype(np.int64), item.astype(np.int64), behavior.astype(np.int8)
+    key = user * max(num_items, 1) + item
+    unique, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    furthest = np.zeros(len(unique), np.int8)
+    np.maximum.at(furthest, inverse.reshape(-1), behavior)
+    order = np.argsort(first, kind="stable")
     if len(first) < len(user):
         logger.info("encode: dropped %d duplicate failed launches; %d kept", len(user) - len(first), len(first))
-    return user[first], item[first]
+    return user[first[order]], item[first[order]], furthest[order]
 
 
 def _compact(ids: np.ndarray, used: list[np.ndarray]) -> tuple[np.ndarray, Vocabulary]:

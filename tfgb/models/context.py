@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tfgb.contract import Interactions, SideInputs
+from tfgb.contract import SideInputs
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -57,8 +57,11 @@ class ModelContext:
     @classmethod
     def from_prepared(cls, data: Prepared, config: Config) -> ModelContext:
         """The context of ``data`` for ``config`` (fold graphs when ``train.graph_folds`` > 1)."""
+        from tfgb.models.registry import learns_behaviors
+
         train = config.train
-        folds = tuple(data.fold_graphs(train.graph_folds, train.seed)) if train.graph_folds > 1 else ()
+        folds = tuple(data.fold_graphs(train.graph_folds, train.seed, fold_launches=learns_behaviors(config))) \
+            if train.graph_folds > 1 else ()
         return cls(num_users=data.num_users, num_items=data.num_items, graphs=data.graphs(), fold_graphs=folds,
                    item_counts=np.bincount(data.train.item, minlength=data.num_items),
                    participant_counts=np.bincount(data.train.participants, minlength=data.num_users),
@@ -66,10 +69,9 @@ class ModelContext:
 
 
 def side_inputs(data: Prepared) -> SideInputs:
-    """The side inputs today's data layer provides: interactions when there are failed launches."""
-    if len(data.failed_users) == 0:
+    """The side inputs the data layer provides: interactions with their behaviour (training deal
+    groups and training failed launches, :meth:`Prepared.behavior_interactions`) when the training
+    split has failed launches."""
+    if len(data.launches("train")[0]) == 0:
         return SideInputs()
-    user = np.concatenate([data.failed_users, data.train.initiator]).astype(np.int32)
-    item = np.concatenate([data.failed_items, data.train.item]).astype(np.int32)
-    behavior = np.concatenate([np.zeros(len(data.failed_users), np.int8), np.ones(len(data.train), np.int8)])
-    return SideInputs(interactions=Interactions(user, item, behavior, ("launch", "deal")))
+    return SideInputs(interactions=data.behavior_interactions())

@@ -227,11 +227,22 @@ def resolve(config: Config) -> Config:
     return config
 
 
+def learns_behaviors(config: Config) -> bool:
+    """The recipe's model trains on behaviour rows (:mod:`tfgb.data.behavior_rows`): it needs the
+    interactions side input, or its section switches ``launch_task`` on (MGBR, MAMGBR)."""
+    from tfgb.contract import INTERACTIONS
+
+    e = entry(config.model.name)
+    return INTERACTIONS in e.needs or bool(getattr(settings(resolve(config)), "launch_task", False))
+
+
 def build(config: Config, context: ModelContext) -> Any:
     """Build the recipe's model from ``context`` (after :func:`resolve`); checks its side inputs."""
     config = resolve(config)
     e = entry(config.model.name)
-    context.side.require(e.needs, config.model.name)
+    from tfgb.contract import INTERACTIONS
+
+    context.side.require((*e.needs, *((INTERACTIONS,) if learns_behaviors(config) else ())), config.model.name)
     if config.train.block_chunk and e.expert_block and not e.chunkable:
         raise ConfigError(f"train.block_chunk is not supported by model '{config.model.name}': its block mixes the "
                           "rows of a batch in training (batch normalisation), so chunks would change the loss")
