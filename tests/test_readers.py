@@ -178,3 +178,87 @@ def test_reads_beibei_tune_and_test():
     raw = read_groups(files("tune.txt", "test.txt", failed="invalid.txt", format="beibei"), str(BEIBEI))
     assert len(raw) == 332_826 and len(raw.failed_initiator) == 211_291
     assert int(np.diff(raw.offsets).min()) == 1
+
+
+def behavior_files(*names: str, failed: str = "", **kwargs) -> DataConfig:
+    return files(*names, failed=failed, behavior_column="behavior", behaviors=["view", "launch", "deal"], **kwargs)
+
+
+def launches_of(raw) -> list[tuple]:
+    return list(zip(raw.failed_initiator, raw.failed_item, raw.failed_behavior.tolist(), strict=True))
+
+
+def test_csv_behavior_column_splits_deals_from_interactions_that_stopped(tmp_path):
+    write(tmp_path / "g.csv", "initiator,item,participants,behavior\n1,10,2;3,deal\n1,11,,view\n4,10,5,launch\n"
+                              "\n6,12,7,deal\n")
+    write(tmp_path / "f.csv", "initiator,item\n8,13\n")
+    raw = read_groups(behavior_files("g.csv", failed="f.csv"), str(tmp_path))
+    assert groups_of(raw) == [("1", "10", ["2", "3"]), ("6", "12", ["7"])]
+    # File rows first (their behaviour's index; participants of a non-deal row are ignored), then data.failed_launches.
+    assert launches_of(raw) == [("1", "11", 0), ("4", "10", 1), ("8", "13", 0)]
+    assert raw.failed_behavior.dtype == np.int8
+
+
+def test_parquet_behavior_column_with_null_participants_outside_deals(tmp_path):
+    table = pa.table({"initiator": pa.array([1, 2, 3, 4], pa.int64()), "item": ["a", "b", "c", "d"],
+                      "participants": pa.array([[5, 6], None, [], [7]], pa.list_(pa.int64())),
+                      "behavior": pa.array(["deal", "launch", "view", "deal"]).dictionary_encode()})
+    pq.write_table(table, tmp_path / "g.parquet")
+    raw = read_groups(behavior_files("g.parquet"), str(tmp_path))
+    assert groups_of(raw) == [("1", "a", ["5", "6"]), ("4", "d", ["7"])]
+    assert launches_of(raw) == [("2", "b", 1), ("3", "c", 0)]
+
+
+def test_a_file_without_deal_rows_needs_no_participants_column(tmp_path):
+    write(tmp_path / "g.csv", "initiator,item,participants,behavior\n1,10,2,deal\n")
+    write(tmp_path / "views.tsv", "initiator\titem\tbehavior\n1\t11\tview\n")
+    raw = read_groups(behavior_files("g.csv", "views.tsv"), str(tmp_path))
+    assert groups_of(raw) == [("1", "10", ["2"])] and launches_of(raw) == [("1", "11", 0)]
+    write(tmp_path / "h.csv", "initiator,item,behavior\n1,11,view\n1,10,deal\n")
+    with pytest.raises(DataError, match=r"h\.csv: missing column 'participants', needed by the deal rows .* line 3"):
+        read_groups(behavior_files("h.csv"), str(tmp_path))
+
+
+@pytest.mark.parametrize("name, text, words", [
+    ("g.csv", "initiator,item,participants,behavior\n1,10,2,deal\n1,11,,click\n",
+     ["g.csv, line 3", "behaviour 'click'", "column 'behavior'", "view, launch, deal"]),
+    ("g.csv", "initiator,item,participants,behavior\n1,10,2,Deal\n", ["line 2", "behaviour 'Deal'"]),
+    ("g.csv", "initiator,item,participants\n1,10,2\n", ["g.csv", "missing column 'behavior'",
+                                                        "set data.behavior_column"]),
+    ("g.csv", "initiator,item,participants,behavior\n1,10,,deal\n", ["line 2", "participant list is empty"]),
+    ("g.csv", "initiator,item,participants,behavior\n1,,,view\n", ["line 2", "item id '' is not an id"]),
+])
+def test_bad_behavior_rows_get_one_clear_error(tmp_path, name, text, words):
+    write(tmp_path / name, text)
+    with pytest.raises(DataError) as info:
+        read_groups(behavior_files(name), str(tmp_path))
+    message = str(info.value)
+    assert all(w in message for w in words), message
+    assert "\n" not in message
+
+
+def test_parquet_missing_behavior_names_the_row(tmp_path):
+    pq.write_table(pa.table({"initiator": ["1", "2"], "item": ["3", "4"], "participants": ["5", "6"],
+                             "behavior": ["deal", None]}), tmp_path / "g.parquet")
+    with pytest.raises(DataError, match=r"g\.parquet, row 2: behaviour \(missing\) .* \(view, launch, deal\)"):
+        read_groups(behavior_files("g.parquet"), str(tmp_path))
+    pq.write_table(pa.table({"initiator": ["1"], "item": ["3"], "participants": ["5"], "behavior": [2]}),
+                   tmp_path / "codes.parquet")
+    with pytest.raises(DataError, match=r"codes\.parquet: the behaviour column 'behavior' holds int64 values"):
+        read_groups(behavior_files("codes.parquet"), str(tmp_path))
+
+
+def test_behavior_column_with_the_beibei_format_is_a_config_error(tmp_path):
+    write(tmp_path / "g.txt", "1\t2\t3\n")
+    with pytest.raises(ConfigError, match=r"data\.behavior_column.*beibei.*data\.failed_launches"):
+        read_groups(behavior_files("g.txt"), str(tmp_path))
+    write(tmp_path / "g.csv", "initiator,item,participants,behavior\n1,2,3,deal\n")
+    with pytest.raises(ConfigError, match="data.behavior_column"):
+        read_groups(behavior_files("g.csv", format="beibei"), str(tmp_path))
+
+
+def test_without_behavior_column_a_behavior_column_is_just_another_column(tmp_path):
+    write(tmp_path / "g.csv", "initiator,item,participants,behavior\n1,10,2,view\n")
+    write(tmp_path / "f.csv", "initiator,item\n8,13\n")
+    raw = read_groups(files("g.csv", failed="f.csv"), str(tmp_path))
+    assert groups_of(raw) == [("1", "10", ["2"])] and launches_of(raw) == [("8", "13", 0)]

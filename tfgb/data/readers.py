@@ -8,6 +8,13 @@ Two kinds of file are read:
 * **failed launches** -- ``initiator, item`` (no participants): the Beibei layout with exactly two
   fields per row, or a table with the initiator and item columns.
 
+With ``data.behavior_column`` set, every row of a CSV / TSV / Parquet table of ``data.files`` names
+its behaviour, one of ``data.behaviors`` (cascade order, the last is the deal): rows of the deal are
+deal groups, rows of any other behaviour are interactions that stopped there; they become failed
+launches whose ``failed_behavior`` is the behaviour's index (their participants are ignored and
+may be empty, missing, or the column absent when a file has no deal row). Rows of
+``data.failed_launches`` are behaviour 0.
+
 Ids are validated by :mod:`tfgb.data.ids` (kept as the strings written in the file; a value that is
 empty, contains whitespace, looks like a decimal number (``"3.5"``, ``"12.0"``) or a missing-value
 marker (``"NaN"``) is rejected). Every problem is a :class:`~tfgb.errors.DataError` naming the file,
@@ -28,7 +35,7 @@ import pyarrow.parquet as pq
 
 from tfgb.config import DataConfig
 from tfgb.data.groups import RawGroups
-from tfgb.data.ids import Rows, arrow_ids, check_ids, first_true
+from tfgb.data.ids import Rows, arrow_ids, check_ids, first_true, quote
 from tfgb.errors import ConfigError, DataError
 
 FORMAT_BY_EXTENSION = {".txt": "beibei", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
@@ -49,27 +56,30 @@ def read_groups(data: DataConfig, data_dir: str | os.PathLike) -> RawGroups:
         used as they are.
 
     Returns:
-      The deal groups with raw string ids.
+      The deal groups with raw string ids; the failed launches are the rows of ``data.files`` that
+      stopped before the deal (with ``data.behavior_column``), then those of ``data.failed_launches``.
 
     Raises:
       DataError: a file is missing, empty, of an unknown type, or holds a bad row.
-      ConfigError: ``data.files`` is empty.
+      ConfigError: ``data.files`` is empty, or ``data.behavior_column`` is set for a Beibei-layout file.
     """
     if not data.files:
         raise ConfigError("config key 'data.files' is empty: name at least one file of deal groups")
     tables = [read_deal_groups(os.path.join(data_dir, name), data) for name in data.files]
     offsets = np.zeros(sum(len(t) for t in tables) + 1, dtype=np.int64)
     np.cumsum(np.concatenate([np.diff(t.offsets) for t in tables]), out=offsets[1:])
-    failed_initiator, failed_item = _EMPTY, _EMPTY
+    launches = [(t.failed_initiator, t.failed_item, t.behavior_codes()) for t in tables]
     if data.failed_launches:
-        failed_initiator, failed_item = read_launches(os.path.join(data_dir, data.failed_launches), data)
+        initiator, item = read_launches(os.path.join(data_dir, data.failed_launches), data)
+        launches.append((initiator, item, np.zeros(len(initiator), np.int8)))
     return RawGroups(
         initiator=np.concatenate([t.initiator for t in tables]),
         item=np.concatenate([t.item for t in tables]),
         offsets=offsets,
         participants=np.concatenate([t.participants for t in tables]),
-        failed_initiator=failed_initiator,
-        failed_item=failed_item,
+        failed_initiator=np.concatenate([_EMPTY, *(f[0] for f in launches)]),
+        failed_item=np.concatenate([_EMPTY, *(f[1] for f in launches)]),
+        failed_behavior=np.concatenate([np.zeros(0, np.int8), *(f[2] for f in launches)]),
     )
 
 
@@ -90,14 +100,23 @@ def file_format(path: str | os.PathLike, fmt: str = "auto") -> str:
 
 
 def read_deal_groups(path: str | os.PathLike, data: DataConfig) -> RawGroups:
-    """Read one file of deal groups (``initiator, item, participant...``), without failed launches.
+    """Read one file of deal groups (``initiator, item, participant...``).
 
     Args:
       path: the file.
-      data: its format (``data.format``), and for tables the column names and participant separator.
+      data: its format (``data.format``), and for tables the column names and participant separator;
+        with ``data.behavior_column`` the rows that stopped before the deal are the failed launches.
+
+    Raises:
+      ConfigError: ``data.behavior_column`` is set and the file is in the Beibei layout.
     """
     path = str(path)
     fmt = file_format(path, data.format)
+    if data.behavior_column:
+        if fmt == "beibei":
+            raise ConfigError(f"config key 'data.behavior_column' needs CSV, TSV or Parquet files, but {path} is in "
+                              "the beibei format (its failed launches come from data.failed_launches)")
+        return _read_behavior_table(path, fmt, data)
     if fmt == "beibei":
         tokens, fields, rows = _read_beibei(path)
         if (fields < 3).any():
@@ -130,6 +149,42 @@ def read_launches(path: str | os.PathLike, data: DataConfig) -> tuple[np.ndarray
         return tokens[0::2], tokens[1::2]
     table, rows = _read_columns(path, fmt, [data.initiator_column, data.item_column])
     return _ids(table[data.initiator_column], rows, "initiator"), _ids(table[data.item_column], rows, "item")
+
+
+def _read_behavior_table(path: str, fmt: str, data: DataConfig) -> RawGroups:
+    """A table whose ``data.behavior_column`` names every row's behaviour: deal rows are deal groups,
+    the others failed launches with their behaviour's index (participants read for deal rows only)."""
+    column = data.behavior_column
+    table, rows = _read_columns(path, fmt, [data.initiator_column, data.item_column, column],
+                                optional=[data.participants_column], keys={column: "behavior_column"})
+    values = table[column]
+    if not isinstance(values, np.ndarray):
+        if pa.types.is_dictionary(values.type):
+            values = values.dictionary_decode()
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            raise DataError(path, f"the behaviour column '{column}' holds {values.type} values, not behaviour names")
+        values = values.to_numpy(zero_copy_only=False).astype(object)
+    codes = pd.Index(list(data.behaviors), dtype=object).get_indexer(values)
+    if (codes < 0).any():
+        row = int(np.flatnonzero(codes < 0)[0])
+        value = "(missing)" if not isinstance(values[row], str) else quote(values[row])
+        raise rows.error(row, f"behaviour {value} in column '{column}' is not one of data.behaviors "
+                              f"({', '.join(data.behaviors)})")
+    initiator = _ids(table[data.initiator_column], rows, "initiator")
+    item = _ids(table[data.item_column], rows, "item")
+    deal = codes == len(data.behaviors) - 1
+    offsets, participants = np.zeros(1, dtype=np.int64), _EMPTY
+    if deal.any():
+        if data.participants_column not in table:
+            first = rows.numbers[int(np.flatnonzero(deal)[0])]
+            raise DataError(path, f"missing column '{data.participants_column}', needed by the deal rows "
+                                  f"('{data.behaviors[-1]}', first at {rows.unit} {first}; set data.participants_column)")
+        members = table[data.participants_column]
+        members = members[deal] if isinstance(members, np.ndarray) else members.filter(pa.array(deal))
+        offsets, participants = _participants(members, Rows(rows.path, rows.unit, rows.numbers[deal]),
+                                              data.participant_separator)
+    return RawGroups(initiator[deal], item[deal], offsets, participants, failed_initiator=initiator[~deal],
+                     failed_item=item[~deal], failed_behavior=codes[~deal].astype(np.int8))
 
 
 # --- raw bytes ------------------------------------------------------------------------------------
@@ -209,15 +264,20 @@ def _table_from_tokens(tokens: np.ndarray, fields: np.ndarray) -> RawGroups:
 
 # --- tables with named columns ----------------------------------------------------------------------
 
-def _read_columns(path: str, fmt: str, columns: list[str]) -> tuple[dict[str, object], Rows]:
+def _read_columns(path: str, fmt: str, columns: list[str], optional: list[str] = (),
+                  keys: dict[str, str] | None = None) -> tuple[dict[str, object], Rows]:
     """Read the named columns of a CSV / TSV / Parquet file.
+
+    Args:
+      columns: the columns the file must have; ``optional``: columns read when the file has them.
+      keys: column -> the recipe key naming it, for the missing-column error (default: the id columns).
 
     Returns:
       ``(table, rows)``: column name -> ``object`` array of str (CSV/TSV) or a pyarrow Array
       (Parquet), and where each row came from. Blank CSV lines are skipped.
     """
     if fmt == "parquet":
-        return _read_parquet(path, columns)
+        return _read_parquet(path, columns, optional, keys)
     if fmt not in ("csv", "tsv"):
         raise ConfigError(f"config key 'data.format' must be auto, beibei, csv, tsv or parquet, got {fmt!r}")
     raw = _read_bytes(path)  # missing / empty file errors, before pandas sees it
@@ -232,7 +292,8 @@ def _read_columns(path: str, fmt: str, columns: list[str]) -> tuple[dict[str, ob
         raise DataError(path, f"cannot be parsed as {fmt.upper()} ({message})",
                         line=int(found.group(1)) if found else None) from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    _require_columns(path, columns, list(frame.columns))
+    _require_columns(path, columns, list(frame.columns), keys)
+    columns = [*columns, *(name for name in optional if name in frame.columns and name not in columns)]
     values = {name: frame[name].to_numpy(dtype=object) for name in columns}
     blank = np.logical_and.reduce([v == "" for v in frame.to_numpy(dtype=object).T]) if len(frame) else None
     numbers = np.arange(len(frame), dtype=np.int64) + 2  # line 1 is the header
@@ -244,11 +305,13 @@ def _read_columns(path: str, fmt: str, columns: list[str]) -> tuple[dict[str, ob
     return values, Rows(path, "line", numbers)
 
 
-def _read_parquet(path: str, columns: list[str]) -> tuple[dict[str, object], Rows]:
+def _read_parquet(path: str, columns: list[str], optional: list[str] = (),
+                  keys: dict[str, str] | None = None) -> tuple[dict[str, object], Rows]:
     _read_bytes(path)
     try:
         names = pq.read_schema(path).names
-        _require_columns(path, columns, names)
+        _require_columns(path, columns, names, keys)
+        columns = [*columns, *(name for name in optional if name in names and name not in columns)]
         table = pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(path, f"is not a readable Parquet file ({str(exc).splitlines()[0]})") from None
@@ -258,11 +321,12 @@ def _read_parquet(path: str, columns: list[str]) -> tuple[dict[str, object], Row
     return values, Rows(path, "row", np.arange(table.num_rows, dtype=np.int64) + 1)
 
 
-def _require_columns(path: str, wanted: list[str], found: list[str]) -> None:
+def _require_columns(path: str, wanted: list[str], found: list[str], keys: dict[str, str] | None = None) -> None:
     missing = [name for name in wanted if name not in found]
     if missing:
+        key = (keys or {}).get(missing[0], "initiator_column / item_column / participants_column")
         raise DataError(path, f"missing column '{missing[0]}' (columns found: {', '.join(map(str, found))}; "
-                              "set data.initiator_column / item_column / participants_column)")
+                              f"set data.{key})")
 
 
 def _ids(column: object, rows: Rows, role: str) -> np.ndarray:

@@ -4,18 +4,27 @@ The generative story (all draws from one ``numpy.random.Generator``, so a seed f
 
 1. Users and items belong to ``COMMUNITIES`` taste communities; every user and item has a latent
    taste vector = its community's centre + noise.
-2. Items have Zipf-like popularity (a random permutation of ranks ``1 .. items``).
+2. Items have Zipf-like popularity (a random permutation of ranks ``1 .. items``) and, independently
+   of it, an appeal ``a_i ~ Normal(0, ITEM_APPEAL)``.
 3. Every user has a circle of 10-20 friends, most of them from the same community.
-4. Users initiate groups at different rates (log-normal activity), so most initiators launch several
+4. Users launch groups at different rates (log-normal activity), so most initiators launch several
    groups. An initiator ``u`` picks item ``i`` with probability
    ``∝ popularity(i) ** POPULARITY_EXPONENT * exp(taste_u · taste_i / TEMPERATURE)``.
-5. A group gets 1-3 participants (mean about 1.5), drawn without replacement from ``u``'s friends
-   weighted by ``exp(taste_p · taste_i / TEMPERATURE)``; each participant is, with probability
-   ``OUTSIDER``, replaced by a user from outside the circle (drawn by a Zipf-like "joiner" activity).
-6. Failed launches (initiator, item) follow step 4.
+5. A launch (u, i) succeeds with probability
+   ``sigmoid(SUCCESS_BIAS + SUCCESS_SCALE * z(u, i) + a_i)``, where the friend affinity
+   ``z(u, i)`` is the mean over u's friends f of ``taste_f · taste_i``, standardised (mean 0,
+   standard deviation 1) over the launch distribution of step 4. Success therefore depends on
+   whether u's circle likes the item, and on the item's appeal, not on its popularity.
+6. A successful launch becomes a deal group with 1-3 participants (mean about 1.5), drawn without
+   replacement from ``u``'s friends weighted by ``exp(taste_p · taste_i / TEMPERATURE)``; each
+   participant is, with probability ``OUTSIDER``, replaced by a user from outside the circle (drawn
+   by a Zipf-like "joiner" activity). An unsuccessful launch becomes a failed launch (u, i).
 
-Groups are distinct (initiator, item, participant set) and never contain their initiator. Ids are
-decimal strings in separate spaces for users and items, like Beibei's.
+Launches are drawn until there are ``groups`` distinct deal groups (initiator, item, participant
+set; never containing their initiator) and ``round(failed * groups)`` failed launches whose
+(initiator, item) pairs are distinct and are no deal group's pair. Ids are decimal strings in
+separate spaces for users and items, like Beibei's. :func:`world` rebuilds the latent state of a
+seed, so the planted mechanism can be checked against the data.
 """
 from __future__ import annotations
 
@@ -40,55 +49,61 @@ IN_COMMUNITY = 0.85  # share of friends from the user's own community
 OUTSIDER = 0.15  # chance that a participant comes from outside the initiator's circle
 GROUP_SIZE_PROBS = (0.6, 0.3, 0.1)  # 1, 2 or 3 participants: mean 1.5
 ACTIVITY_SIGMA = 0.8  # log-normal spread of how often users initiate
+SUCCESS_BIAS = 0.0  # logit of a launch's success at average friend affinity and appeal
+SUCCESS_SCALE = 1.5  # logit change per standard deviation of friend affinity
+ITEM_APPEAL = 1.0  # std of an item's appeal, added to the success logit
 
 
 def generate(users: int = 2000, items: int = 400, groups: int = 6000, seed: int = 7,
              failed: float = 0.3) -> RawGroups:
-    """Generate synthetic deal groups (and failed launches) with planted structure.
+    """Generate synthetic deal groups and failed launches with planted structure (module docstring).
 
     Args:
       users: size of the user id space (ids ``"0" .. str(users - 1)``); at least 4.
       items: size of the item id space; at least 2.
       groups: number of distinct deal groups.
       seed: seed of the ``numpy.random.Generator``; the same arguments always give the same data.
-      failed: failed launches to add, as a fraction of ``groups`` (duplicates are dropped).
+      failed: failed launches, as a fraction of ``groups`` (``round(failed * groups)`` distinct
+        (initiator, item) pairs, none of them a deal group's pair).
 
     Returns:
-      Raw deal groups with decimal-string ids.
+      Raw deal groups and failed launches (behaviour 0, ``launch``) with decimal-string ids, each
+      in the order they were drawn.
 
     Raises:
-      ConfigError: a size is too small, or that many distinct groups cannot be drawn.
+      ConfigError: a size is too small, or that many distinct groups or failed launches cannot be drawn.
     """
     if users < 4 or items < 2 or groups < 0 or failed < 0:
         raise ConfigError("synthetic data needs users >= 4, items >= 2, groups >= 0 and failed >= 0 "
                           f"(got users={users}, items={items}, groups={groups}, failed={failed})")
     rng = np.random.default_rng(seed)
-    world = _World.draw(rng, users, items)
+    state = World.draw(rng, users, items)
+    n_failed = round(failed * groups)
 
-    initiator = np.zeros(0, dtype=np.int64)
-    item = np.zeros(0, dtype=np.int64)
+    initiator = item = failed_u = failed_i = np.zeros(0, dtype=np.int64)
     members = np.zeros((0, len(GROUP_SIZE_PROBS)), dtype=np.int64)
-    for _ in range(20):  # each round tops up the groups lost as duplicates
-        missing = groups - len(initiator)
-        if missing <= 0:
+    launched = succeeded = 0
+    kept_failed = np.zeros(0, dtype=np.int64)
+    for _ in range(40):  # each round tops up what the last one lacked (duplicates are dropped)
+        missing_groups, missing_failed = groups - len(initiator), n_failed - len(kept_failed)
+        if missing_groups <= 0 and missing_failed <= 0:
             break
-        batch = int(missing * 1.1) + 16
-        u = world.initiators(rng, batch)
-        i = world.items_for(rng, u)
-        p = world.participants_for(rng, u, i)
-        initiator, item = np.concatenate([initiator, u]), np.concatenate([item, i])
+        rate = min(max(succeeded / launched, 0.05), 0.95) if launched else 0.5
+        batch = int(1.1 * max(max(missing_groups, 0) / rate, max(missing_failed, 0) / (1.0 - rate))) + 16
+        u = state.initiators(rng, batch)
+        i = state.items_for(rng, u)
+        success = rng.random(batch) < state.success_probability(u, i)
+        launched, succeeded = launched + batch, succeeded + int(success.sum())
+        p = state.participants_for(rng, u[success], i[success])
+        initiator, item = np.concatenate([initiator, u[success]]), np.concatenate([item, i[success]])
         members = np.concatenate([members, p])
         keep = ~_duplicated(initiator, item, members) & (members >= 0).any(axis=1)
-        initiator, item, members = initiator[keep], item[keep], members[keep]
-    if len(initiator) < groups:
-        raise ConfigError(f"cannot draw {groups} distinct synthetic groups from {users} users and {items} items")
-    initiator, item, members = initiator[:groups], item[:groups], members[:groups]
-
-    n_failed = round(failed * groups)
-    failed_u = world.initiators(rng, n_failed)
-    failed_i = world.items_for(rng, failed_u)
-    _, first = np.unique(failed_u * items + failed_i, return_index=True)
-    first.sort()
+        initiator, item, members = initiator[keep][:groups], item[keep][:groups], members[keep][:groups]
+        failed_u, failed_i = np.concatenate([failed_u, u[~success]]), np.concatenate([failed_i, i[~success]])
+        kept_failed = _new_pairs(failed_u * items + failed_i, initiator * items + item)[:n_failed]
+    if len(initiator) < groups or len(kept_failed) < n_failed:
+        raise ConfigError(f"cannot draw {groups} distinct synthetic groups and {n_failed} distinct failed launches "
+                          f"from {users} users and {items} items")
 
     sizes = (members >= 0).sum(axis=1)
     offsets = np.zeros(groups + 1, dtype=np.int64)
@@ -100,9 +115,15 @@ def generate(users: int = 2000, items: int = 400, groups: int = 6000, seed: int 
         item=item_ids[item],
         offsets=offsets,
         participants=user_ids[members[members >= 0]],  # row-major: group by group, in draw order
-        failed_initiator=user_ids[failed_u[first]],
-        failed_item=item_ids[failed_i[first]],
+        failed_initiator=user_ids[failed_u[kept_failed]],
+        failed_item=item_ids[failed_i[kept_failed]],
+        failed_behavior=np.zeros(n_failed, dtype=np.int8),
     )
+
+
+def world(users: int = 2000, items: int = 400, seed: int = 7) -> World:
+    """The latent state :func:`generate` draws its data from for these arguments (ids = indices)."""
+    return World.draw(np.random.default_rng(seed), users, items)
 
 
 def write_beibei(raw: RawGroups, out_dir: str | os.PathLike) -> list[str]:
@@ -163,17 +184,33 @@ def _duplicated(initiator: np.ndarray, item: np.ndarray, members: np.ndarray) ->
     return pd.DataFrame(key).duplicated(keep="first").to_numpy()
 
 
-class _World:
-    """The latent state the data is drawn from: tastes, popularity, friends and activity."""
+def _new_pairs(key: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """Positions of the first occurrence of every ``key`` that is not in ``taken``, in order."""
+    _, first = np.unique(key, return_index=True)
+    first.sort()
+    return first[~np.isin(key[first], taken)]
+
+
+class World:
+    """The latent state the data is drawn from: tastes, popularity, appeal, friends and activity.
+
+    ``friend_taste`` [U, D] is the mean taste of every user's friends (zero for a user without any);
+    ``affinity_mean`` / ``affinity_std`` standardise ``friend_taste[u] · taste_i`` over the launch
+    distribution (step 4), so :meth:`friend_affinity` is the ``z`` of step 5.
+    """
 
     def __init__(self, user_taste: np.ndarray, item_taste: np.ndarray, log_popularity: np.ndarray,
-                 friends: np.ndarray, activity: np.ndarray, joiner: np.ndarray):
+                 appeal: np.ndarray, friends: np.ndarray, activity: np.ndarray, joiner: np.ndarray):
         self.user_taste, self.item_taste = user_taste, item_taste
-        self.log_popularity, self.friends = log_popularity, friends
+        self.log_popularity, self.appeal, self.friends = log_popularity, appeal, friends
         self.activity, self.joiner = activity, joiner
+        valid = friends >= 0
+        summed = (user_taste[np.maximum(friends, 0)] * valid[..., None]).sum(axis=1)
+        self.friend_taste = summed / np.maximum(valid.sum(axis=1), 1)[:, None]
+        self.affinity_mean, self.affinity_std = self._launch_moments()
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, users: int, items: int) -> _World:
+    def draw(cls, rng: np.random.Generator, users: int, items: int) -> World:
         centres = rng.normal(size=(COMMUNITIES, DIMENSION))
         centres /= np.linalg.norm(centres, axis=1, keepdims=True)
         user_community = rng.integers(COMMUNITIES, size=users)
@@ -185,8 +222,42 @@ class _World:
         friends = _friend_circles(rng, user_community)
         activity = rng.lognormal(0.0, ACTIVITY_SIGMA, size=users)
         joiner = 1.0 / (rng.permutation(users) + 1.0) ** 0.7
-        return cls(user_taste, item_taste, log_popularity, friends, activity / activity.sum(),
+        appeal = ITEM_APPEAL * rng.normal(size=items)
+        return cls(user_taste, item_taste, log_popularity, appeal, friends, activity / activity.sum(),
                    joiner / joiner.sum())
+
+    def friend_affinity(self, initiator: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """``z`` [N]: the standardised mean taste of each initiator's friends for its item."""
+        raw = np.einsum("nd,nd->n", self.friend_taste[initiator], self.item_taste[item])
+        return (raw - self.affinity_mean) / self.affinity_std
+
+    def success_probability(self, initiator: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """[N] chance that the launch (initiator, item) becomes a deal group (step 5)."""
+        logit = SUCCESS_BIAS + SUCCESS_SCALE * self.friend_affinity(initiator, item) + self.appeal[item]
+        return 1.0 / (1.0 + np.exp(-logit))
+
+    def _launch_moments(self) -> tuple[float, float]:
+        """Mean and standard deviation of ``friend_taste[u] · taste_i`` over launches (u, i) of step 4."""
+        total = squares = 0.0
+        for users in self._chunks(len(self.activity)):
+            chance = self._launch_weights(users)
+            chance /= chance.sum(axis=1, keepdims=True)
+            chance *= self.activity[users, None]
+            raw = self.friend_taste[users] @ self.item_taste.T
+            total += float((chance * raw).sum())
+            squares += float((chance * raw * raw).sum())
+        return total, float(np.sqrt(max(squares - total * total, 1e-12)))
+
+    def _chunks(self, n: int):
+        chunk = max(1, 2_000_000 // len(self.log_popularity))
+        for start in range(0, n, chunk):
+            yield np.arange(start, min(start + chunk, n))
+
+    def _launch_weights(self, initiator: np.ndarray) -> np.ndarray:
+        """[N, I] unnormalised chance of each initiator launching each item (step 4), max 1 per row."""
+        weight = POPULARITY_EXPONENT * self.log_popularity + self.user_taste[initiator] @ self.item_taste.T / TEMPERATURE
+        weight -= weight.max(axis=1, keepdims=True)
+        return np.exp(weight, out=weight)
 
     def initiators(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.choice(len(self.activity), size=n, p=self.activity).astype(np.int64)
@@ -195,15 +266,10 @@ class _World:
         """One item per initiator, drawn by inverse CDF over popularity and taste (chunked over rows)."""
         n_items = len(self.log_popularity)
         out = np.empty(len(initiator), dtype=np.int64)
-        chunk = max(1, 2_000_000 // n_items)
-        for start in range(0, len(initiator), chunk):
-            u = initiator[start:start + chunk]
-            weight = POPULARITY_EXPONENT * self.log_popularity + self.user_taste[u] @ self.item_taste.T / TEMPERATURE
-            weight -= weight.max(axis=1, keepdims=True)
-            np.exp(weight, out=weight)
-            np.cumsum(weight, axis=1, out=weight)
-            threshold = rng.random(len(u)) * weight[:, -1]
-            out[start:start + chunk] = np.minimum((weight < threshold[:, None]).sum(axis=1), n_items - 1)
+        for rows in self._chunks(len(initiator)):
+            weight = np.cumsum(self._launch_weights(initiator[rows]), axis=1)
+            threshold = rng.random(len(rows)) * weight[:, -1]
+            out[rows] = np.minimum((weight < threshold[:, None]).sum(axis=1), n_items - 1)
         return out
 
     def participants_for(self, rng: np.random.Generator, initiator: np.ndarray, item: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ class ModelContext:
       item_counts: ``int64`` [I] training groups launched with each item.
       participant_counts: ``int64`` [U] training groups each user joined as a participant.
       side: the side inputs the recipe provides (:mod:`tfgb.contract`).
+      behaviors: the data's behaviour names in cascade order (``data.behaviors``; the last is the deal).
     """
 
     num_users: int
@@ -45,6 +46,7 @@ class ModelContext:
     item_counts: np.ndarray | None = None
     participant_counts: np.ndarray | None = None
     side: SideInputs = dataclasses.field(default_factory=SideInputs)
+    behaviors: tuple[str, ...] = ("launch", "deal")
 
     def __post_init__(self):
         if self.item_counts is None:
@@ -65,7 +67,7 @@ class ModelContext:
         return cls(num_users=data.num_users, num_items=data.num_items, graphs=data.graphs(), fold_graphs=folds,
                    item_counts=np.bincount(data.train.item, minlength=data.num_items),
                    participant_counts=np.bincount(data.train.participants, minlength=data.num_users),
-                   side=side_inputs(data))
+                   side=side_inputs(data), behaviors=tuple(data.behaviors))
 
 
 def side_inputs(data: Prepared) -> SideInputs:

@@ -20,6 +20,7 @@ from tfgb.layers.layout import Rows, Tiled, materialize
 from tfgb.layers.mtl import MultiTaskBlock
 from tfgb.models.base import GroupBuyingModel
 from tfgb.models.context import ModelContext
+from tfgb.models.launch import LaunchCascade
 from tfgb.models.registry import MGBRSettings
 from tfgb.tasks import bpr_task, listwise_task
 
@@ -80,6 +81,10 @@ class MGBR(GroupBuyingModel):
                                                     initializer=start(context.participant_counts))
         self.task_a = bpr_task("loss_a")
         self.task_b = bpr_task("loss_b")
+        # launch_task (tfgb.models.launch): task A's logit becomes the deal logit of a launch -> deal cascade.
+        self.learns_launches = bool(settings.launch_task)
+        if self.learns_launches:
+            self.launch = LaunchCascade(self.num_items, settings.embedding_dim, settings.launch_weight, name="launch")
         if self.aux_losses:
             self.aux_task_a = listwise_task("aux_a")
             self.aux_task_b = bpr_task("aux_b")
@@ -103,6 +108,8 @@ class MGBR(GroupBuyingModel):
         kinds = {**super().table_kinds(), "mean_p": "constant"}
         if self.use_bias:
             kinds.update(item_bias="item", participant_bias="user")
+        if self.learns_launches:
+            kinds["launch_bias"] = "item"
         return kinds
 
     def _with_biases(self, emb: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -110,7 +117,15 @@ class MGBR(GroupBuyingModel):
         if self.use_bias:
             emb["item_bias"] = tf.convert_to_tensor(self.item_bias)
             emb["participant_bias"] = tf.convert_to_tensor(self.participant_bias)
+        if self.learns_launches:
+            emb["launch_bias"] = tf.convert_to_tensor(self.launch.bias)
         return emb
+
+    def _launch(self, emb: dict[str, tf.Tensor], user: tf.Tensor, items: tf.Tensor) -> tf.Tensor | float:
+        """The launch head's logit (``launch_task``) for ``user`` broadcast to ``items``; 0 without it."""
+        if not self.learns_launches:
+            return 0.0
+        return self.launch.logits(emb, user, items)
 
     def _bias(self, emb: dict[str, tf.Tensor], key: str, ids: tf.Tensor) -> tf.Tensor | float:
         """The learned bias of each id (``model.bias``), shaped like ``ids``; 0 without biases."""
@@ -181,7 +196,7 @@ class MGBR(GroupBuyingModel):
         e_u, e_p, e_i = self._candidate_rows([tf.gather(emb["users_i"], initiator), emb["mean_p"][None, :]],
                                              tf.gather(emb["items"], tf.reshape(candidates, [-1])), b, c)
         logits = tf.reshape(self._logits(e_u, e_i, e_p, training, tasks=("a",))["a"], [b, c])
-        return logits + self._bias(emb, "item_bias", candidates)
+        return logits + self._bias(emb, "item_bias", candidates) + self._launch(emb, initiator[:, None], candidates)
 
     def score_participants(self, emb, initiator, item, candidates, training=False):
         b, c = tf.shape(candidates)[0], candidates.shape[1] or tf.shape(candidates)[1]
@@ -298,6 +313,10 @@ class MGBR(GroupBuyingModel):
         if self.use_bias:  # the item of every task-A row, the participant of every task-B row
             a = {segment: x + self._bias(emb, "item_bias", rows.ids[segment]["i"]) for segment, x in a.items()}
             b = {segment: x + self._bias(emb, "participant_bias", rows.ids[segment]["p"]) for segment, x in b.items()}
+        if self.learns_launches:  # task A's logit is the cascade's deal logit on every task-A row
+            u = inputs["initiator"]
+            a = {segment: x + self._launch(emb, u if x.shape.rank == 1 else u[:, None], rows.ids[segment]["i"])
+                 for segment, x in a.items()}
         dummy = tf.zeros_like(a["a_pos"])
         loss = self.task_a(dummy, tf.stack([a["a_pos"], a["a_neg"]], 1), training=training)  # Eq. 19
         loss += self.beta * self.task_b(dummy, tf.stack([b["b_pos"], b["b_neg"]], 1), training=training)
@@ -308,4 +327,6 @@ class MGBR(GroupBuyingModel):
             # s(p|u, i) of the positive against s(p|u, i') of T^I (Eq. 24).
             loss += self.beta_b * self.aux_task_b(dummy, tf.concat([b["b_pos"][:, None], b["ti"]], 1),
                                                   training=training)
+        if self.learns_launches:
+            loss += self.launch.loss(emb, inputs, lambda u, i: self.score_items(emb, u, i, training), training)
         return loss

@@ -47,6 +47,7 @@ class Entry:
         models without a block ignore that setting.
       expert_block: the model has MGBR's multi-task expert block and trains its auxiliary losses
         (Eq. 21, 24) when ``train.aux_losses`` is on; for the others :func:`resolve` switches them off.
+      behaviors: the model trains on the stream's behaviour rows (:mod:`tfgb.data.behavior_rows`).
       summary: one line for listings.
     """
 
@@ -59,6 +60,7 @@ class Entry:
     needs: tuple[SideInputKind, ...] = ()
     chunkable: bool = False
     expert_block: bool = False
+    behaviors: bool = False
 
     @property
     def section(self) -> str:
@@ -95,6 +97,10 @@ class MGBRSettings:
     head_zero_init: bool = False  # start the heads' logit kernels at zero (the block adds nothing at step 0)
     recompute_gcn: bool = False  # recompute the GCN activations in the backward pass (less memory, more time)
     mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [32])
+    # The launch -> deal cascade as a plug-in (tfgb.models.launch): a launch head whose logit is added to
+    # task A's, trained on the behaviour rows (deals and failed launches), weighted by launch_weight.
+    launch_task: bool = False
+    launch_weight: float = 1.0
 
 
 @dataclasses.dataclass
@@ -132,6 +138,20 @@ class GBMFSettings(EmbeddingSettings):
 
 
 @dataclasses.dataclass
+class NMTRSettings:
+    """NMTR (paper 004): shared embeddings, one NCF unit per behaviour, cascaded predictions."""
+
+    embedding_dim: int = 32  # E (the paper: 64)
+    unit: str = "neumf"  # gmf | mlp | neumf, for every behaviour (Eq. 6-8)
+    units: list[str] = dataclasses.field(default_factory=list)  # one per behaviour, overrides `unit`
+    mlp_layers: int = 3  # L of the MLP part (the paper: 3)
+    weights: list[float] = dataclasses.field(default_factory=list)  # lambda_r of Eq. 12; [] = equal; normalised
+    cascade: str = "sum"  # "sum" = Eq. 9; "mean" = the averaged cascade of the authors' code
+    launch: bool = True  # False = the deal behaviour alone (single-behaviour NCF, variant nmtr-single)
+    init_std: float = 0.1  # std of the initial embeddings
+
+
+@dataclasses.dataclass
 class NoSettings:
     """A model without hyper-parameters."""
 
@@ -161,14 +181,14 @@ register(Entry(
     "mgbr", MGBRSettings, "tfgb.models.mgbr:MGBR", "MGBR: multi-view GCN + multi-task experts (paper 000)",
     variants={"mgbr-m": {"shared_experts": False}, "mgbr-r": {"train.aux_losses": False},
               "mgbr-m-r": {"shared_experts": False, "train.aux_losses": False}, "mgbr-g": {"alpha": 0.0},
-              "mgbr-d": {"graph": "hetero"}},
+              "mgbr-d": {"graph": "hetero"}, "mgbr-launch": {"launch_task": True}},
     tunable=_EXPERT_TUNABLE, chunkable=True, expert_block=True))
 # MAMGBR's ablations, Sec. 4.6: -M = tasks share no parameter (no shared experts, one GCN per task;
 # see tfgb.models.mamgbr), -MH = experts without attention, -L = no auxiliary losses.
 register(Entry(
     "mamgbr", MAMGBRSettings, "tfgb.models.mamgbr:MAMGBR", "MAMGBR: MGBR with attention experts (paper 001)",
     variants={"mamgbr-m": {"shared_experts": False}, "mamgbr-mh": {"attention": False},
-              "mamgbr-l": {"train.aux_losses": False}},
+              "mamgbr-l": {"train.aux_losses": False}, "mamgbr-launch": {"launch_task": True}},
     tunable={**_EXPERT_TUNABLE, "heads": "heads", "dropout": "dropout"}, expert_block=True))
 # Baselines (MGBR Sec. III-B adaptation: task B = <e_u, e_p>), BPR on both tasks.
 register(Entry("lightgcn", GraphSettings, "tfgb.models.lightgcn:LightGCN", "LightGCN over the user-item graph",
@@ -179,6 +199,9 @@ register(Entry("gbmf", GBMFSettings, "tfgb.models.gbmf:GBMF", "GBMF: initiator a
                tunable=_DOT_TUNABLE))
 register(Entry("mf-bpr", EmbeddingSettings, "tfgb.models.mf:MFBPR", "matrix factorisation with BPR",
                tunable=_DOT_TUNABLE))
+register(Entry("nmtr", NMTRSettings, "tfgb.models.nmtr:NMTR",
+               "NMTR: launch -> deal cascade of NCF units (paper 004)", variants={"nmtr-single": {"launch": False}},
+               tunable={**_DOT_TUNABLE, "mlp_layers": "mlp_layers"}, behaviors=True))
 register(Entry("popularity", NoSettings, "tfgb.models.popularity:Popularity",
                "item popularity (task A); co-membership, then popularity (task B): the floor"))
 
@@ -230,26 +253,33 @@ def resolve(config: Config) -> Config:
 def learns_behaviors(config: Config) -> bool:
     """The recipe's model trains on behaviour rows (:mod:`tfgb.data.behavior_rows`): it needs the
     interactions side input, or its section switches ``launch_task`` on (MGBR, MAMGBR)."""
+    e = entry(config.model.name)
+    return e.behaviors or bool(getattr(settings(resolve(config)), "launch_task", False))
+
+
+def needs(config: Config) -> tuple[SideInputKind, ...]:
+    """The side inputs the recipe's model reads: its entry's, plus the interactions with their behaviour
+    when it learns a launch behaviour (``launch_task``, or NMTR's ``launch``)."""
     from tfgb.contract import INTERACTIONS
 
-    e = entry(config.model.name)
-    return INTERACTIONS in e.needs or bool(getattr(settings(resolve(config)), "launch_task", False))
+    chosen = settings(resolve(config))
+    learns_launch = getattr(chosen, "launch_task", False) or getattr(chosen, "launch", False)
+    return (*entry(config.model.name).needs, *((INTERACTIONS,) if learns_launch else ()))
 
 
 def build(config: Config, context: ModelContext) -> Any:
     """Build the recipe's model from ``context`` (after :func:`resolve`); checks its side inputs."""
     config = resolve(config)
     e = entry(config.model.name)
-    from tfgb.contract import INTERACTIONS
-
-    context.side.require((*e.needs, *((INTERACTIONS,) if learns_behaviors(config) else ())), config.model.name)
+    context.side.require(needs(config), config.model.name)
     if config.train.block_chunk and e.expert_block and not e.chunkable:
         raise ConfigError(f"train.block_chunk is not supported by model '{config.model.name}': its block mixes the "
                           "rows of a batch in training (batch normalisation), so chunks would change the loss")
     return e.load()(context, settings(config), config.train, name=config.model.name.replace("-", "_"))
 
 _AT_LEAST_ONE = ("embedding_dim", "num_experts", "mtl_layers", "heads", "gcn_layers")
-_CHOICES = {"graph": ("multi", "hetero"), "bias_init": ("zeros", "log_count")}
+_CHOICES = {"graph": ("multi", "hetero"), "bias_init": ("zeros", "log_count"), "unit": ("gmf", "mlp", "neumf"),
+            "cascade": ("sum", "mean")}
 
 
 def validate_settings(prefix: str, settings: Any) -> None:
@@ -265,5 +295,13 @@ def validate_settings(prefix: str, settings: Any) -> None:
             raise ConfigError(f"config key '{key}' must be in [0, 1)")
         if field.name in ("init_std",) and value <= 0:
             raise ConfigError(f"config key '{key}' must be positive")
+        if field.name == "units" and any(u not in _CHOICES["unit"] for u in value):
+            raise ConfigError(f"config key '{key}' must list units among {', '.join(_CHOICES['unit'])}, got {value}")
+        if field.name == "weights" and value and (min(value) < 0 or sum(value) <= 0):
+            raise ConfigError(f"config key '{key}' must be non-negative weights with a positive sum, got {value}")
+        if field.name == "launch_weight" and value < 0:
+            raise ConfigError(f"config key '{key}' must be 0 or positive")
+        if field.name == "mlp_layers" and value < 1:
+            raise ConfigError(f"config key '{key}' must be at least 1")
         if field.name == "friend_weight" and not 0 <= value <= 1:
             raise ConfigError(f"config key '{key}' must be in [0, 1]")
