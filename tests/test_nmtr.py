@@ -141,6 +141,12 @@ def test_scores_are_the_deal_logit_of_the_cascade():
     np.testing.assert_allclose(parts, [[users[0] @ users[1], users[0] @ users[2]],
                                        [users[3] @ users[4], users[3] @ users[5]]], rtol=1e-5)
     assert model.learns_launches and model.loss_weights == pytest.approx([0.4, 0.6])
+    # P(deal | launch) = y^deal / y^launch of the cascade, at most 1
+    pairs_u, pairs_i = np.array([0, 1, 3, 5]), np.array([1, 2, 4, 0])
+    launch, deal = cascade_numpy(model, pairs_u, pairs_i)
+    want = np.minimum(sigmoid(deal) / sigmoid(launch), 1.0)
+    got = model.launch_success(emb, tf.constant(pairs_u), tf.constant(pairs_i)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["nmtr", "nmtr-single"])
@@ -224,7 +230,7 @@ def test_launch_task_adds_its_two_log_losses():
     model, _ = mgbr(True)
     batch = behavior_batch()
     emb = model.propagate()
-    got = float(model.launch.loss(emb, batch, lambda u, i: model.score_items(emb, u, i)))
+    got = float(model.launch.loss(emb, batch, lambda u, i: model.score_items(emb, u, i, launch=False)))
     user = batch["behavior_user"].numpy().reshape(-1)
     item = batch["behavior_item"].numpy().reshape(-1)
     deal = (batch["behavior_stage"].numpy().reshape(-1) == 1).astype(float)
@@ -237,8 +243,14 @@ def test_launch_task_adds_its_two_log_losses():
 
     l_launch = np.mean([softplus(-launch(a, i)) + sum(softplus(launch(a, j)) for j in js)
                         for a, i, js in zip(user, item, neg)])
-    s = model.score_items(emb, tf.constant(user), tf.constant(item[:, None])).numpy()[:, 0]
+    # L_success is on the deal increment r = s_A - out^launch
+    s = model.score_items(emb, tf.constant(user), tf.constant(item[:, None])).numpy()[:, 0] - launch(user, item)
     l_success = np.mean(deal * softplus(-s) + (1 - deal) * softplus(s))
+    np.testing.assert_allclose(model.launch_success(emb, tf.constant(user), tf.constant(item)).numpy(), sigmoid(s),
+                               rtol=1e-4, atol=1e-6)
+    total = float(model.compute_loss(batch))
+    model.launch.weight = 0.0
+    assert total - float(model.compute_loss(batch)) == pytest.approx(got, rel=1e-4)  # the term is in the loss
     assert got == pytest.approx(0.7 * (l_launch + l_success), rel=1e-5)
     plain, _ = mgbr(False)
     assert not plain.learns_launches and "launch_bias" not in plain.propagate()

@@ -1,9 +1,17 @@
-"""``python -m tfgb.evaluate --model-dir M [--split valid|test] [--max-groups N]``.
+"""``python -m tfgb.evaluate --model-dir M [--split valid|test] [--protocol sampled|full|all] [--max-groups N]``.
 
-Restores the best checkpoint of a trained run and evaluates it on the saved candidate lists of a
-split (both tasks, every list length of ``eval.ks`` with the HR cut-offs of ``eval.hr_cutoffs``; key
-names in :mod:`tfgb.evaluation.metrics`). Prints the metrics and merges them into the run's ``metrics.json``
-under ``evaluate/<split>``.
+Restores the best checkpoint of a trained run and evaluates it on a split. ``--protocol``:
+
+* ``sampled`` (the default): the saved candidate lists (both tasks, every list length of ``eval.ks`` with
+  the HR cut-offs of ``eval.hr_cutoffs``; key names in :mod:`tfgb.evaluation.metrics`);
+* ``full``: beyond the lists: task A's full-catalog ``hr@K`` / ``ndcg@K`` at ``eval.full_ks``
+  (:mod:`tfgb.evaluation.full`) on ``eval.full_max_initiators`` initiators (``--max-initiators``; 0 = every
+  initiator of the split), under ``full``, and the launch-success AUC (:mod:`tfgb.evaluation.launch`) under
+  ``launch_success`` when the split has held-out failed launches;
+* ``all``: both, plus ``sparsity``, every task A metric by the initiator's training counts
+  (:mod:`tfgb.evaluation.breakdown`); the layout of ``test`` in the final ``metrics.json`` of a run.
+
+Prints the metrics and merges them into the run's ``metrics.json`` under ``evaluate/<split>``.
 """
 from __future__ import annotations
 
@@ -11,31 +19,47 @@ import argparse
 import json
 import sys
 
-from tfgb.errors import cli_boundary, setup_logging
-from tfgb.evaluation import evaluate
+from tfgb.errors import ConfigError, cli_boundary, setup_logging
+from tfgb.evaluation.breakdown import PROTOCOLS, split_report
 from tfgb.evaluation.metrics import key_order
 
 
 def evaluate_run(model_dir: str, split: str = "test", max_groups: int | None = None,
-                 data_dir: str | None = None, progress: bool = True) -> dict:
+                 data_dir: str | None = None, progress: bool = True, protocol: str = "sampled",
+                 max_initiators: int | None = None) -> dict:
     """Evaluate the best checkpoint of the run in ``model_dir`` (the last one when none is best).
 
+    Args:
+      protocol: ``sampled``, ``full`` or ``all`` (module docstring).
+      max_groups: saved lists to evaluate (None: ``eval.max_groups``; 0 = all).
+      max_initiators: full-catalog initiators (None: ``eval.full_max_initiators``; 0 = all).
+
     Raises:
-      ConfigError: ``model_dir`` is not a trained run (:meth:`tfgb.session.Session.open`).
+      ConfigError: ``model_dir`` is not a trained run (:meth:`tfgb.session.Session.open`), or a bad
+        ``protocol`` / ``max_initiators``.
     """
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if max_initiators is not None and max_initiators < 0:
+        raise ConfigError(f"--max-initiators must be >= 0 (0 = every initiator), got {max_initiators}")
     from tfgb.session import Session
 
     session = Session.open(model_dir, data_dir)
     run, config = session.run, session.config
-    lists = session.data.valid_candidates if split == "valid" else session.data.test_candidates
-    groups = config.eval.max_groups if max_groups is None else max_groups
-    result = evaluate(session.model, lists, ks=config.eval.ks, batch_size=config.eval.batch_size,
-                      max_groups=groups, seed=config.train.seed, progress=progress, desc=split,
-                      hr_cutoffs=config.eval.cutoffs())
+    initiators = config.eval.full_max_initiators if max_initiators is None else max_initiators
+    result = split_report(session.model, session.data, split, config.eval, config.train.seed, protocol,
+                          full_initiators=initiators, max_groups=max_groups, progress=progress)
     metrics = run.read_metrics()
-    metrics.setdefault("evaluate", {})[split] = result
+    metrics.setdefault("evaluate", {}).setdefault(split, {}).update(result)
     run.write_metrics(metrics)
     return result
+
+
+def ordered(result: dict) -> dict:
+    """``result`` with each task's metrics in the order mrr@10, ndcg@10, hr@1/10, hr@5/10, mrr@100, ...
+    (not alphabetical); the other entries as they are."""
+    return {name: {key: value[key] for key in sorted(value, key=key_order)} if name in ("a", "b") else value
+            for name, value in result.items()}
 
 
 @cli_boundary
@@ -43,16 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tfgb.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", required=True)
     p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default="sampled",
+                   help="sampled: the saved lists (default); full: full-catalog task A + launch AUC; "
+                        "all: both + the sparsity breakdown")
     p.add_argument("--max-groups", type=int, default=None, help="seeded subsample of lists (0 = all)")
+    p.add_argument("--max-initiators", type=int, default=None,
+                   help="seeded subsample of initiators for the full catalog (default eval.full_max_initiators; "
+                        "0 = all)")
     p.add_argument("--data-dir", help="data directory, when the recipe reads files")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     setup_logging()
-    result = evaluate_run(args.model_dir, args.split, args.max_groups, args.data_dir, progress=not args.quiet)
-    # Per task in the order mrr@10, ndcg@10, hr@1/10, hr@5/10, mrr@100, ... (not alphabetical).
-    ordered = {name: {key: value[key] for key in sorted(value, key=key_order)} if isinstance(value, dict) else value
-               for name, value in result.items()}
-    print(json.dumps(ordered, indent=2))
+    result = evaluate_run(args.model_dir, args.split, args.max_groups, args.data_dir, progress=not args.quiet,
+                          protocol=args.protocol, max_initiators=args.max_initiators)
+    print(json.dumps(ordered(result), indent=2))
     return 0
 
 

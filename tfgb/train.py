@@ -212,7 +212,12 @@ def fit(session: Session, progress: bool = True, hooks: Sequence[BatchHook] = ()
 
 
 def final_metrics(session: Session, reason: str, progress: bool = True) -> dict:
-    """Restore the best checkpoint and evaluate it on the full valid and test lists."""
+    """Restore the best checkpoint and evaluate it: the saved lists of valid and test (both tasks), and on
+    test also (:func:`tfgb.evaluation.breakdown.split_report`) ``test.full`` (the full-catalog protocol on
+    ``eval.full_max_initiators`` initiators; left out when that is 0), ``test.launch_success`` (left out
+    without held-out failed launches) and ``test.sparsity`` (task A by the initiator's training counts)."""
+    from tfgb.evaluation.breakdown import split_report
+
     config = session.config
     plan = Plan.of(config.train, session.steps_per_epoch())
     steps = int(session.progress.step.numpy())  # read before the best checkpoint rewinds it
@@ -220,11 +225,11 @@ def final_metrics(session: Session, reason: str, progress: bool = True) -> dict:
     best = session.progress.values()
     out = {"model": config.model.name, "epochs": plan.epochs(steps), "steps": steps, "stop_reason": reason,
            "best_epoch": plan.epochs(best["step"]), "best_step": best["step"], "best_valid_objective": best["best"]}
-    for split, lists, limit in (("valid", session.data.valid_candidates, config.eval.valid_max_groups),
-                                ("test", session.data.test_candidates, config.eval.max_groups)):
-        out[split] = evaluate(session.model, lists, ks=config.eval.ks, batch_size=config.eval.batch_size,
-                              max_groups=limit, seed=config.train.seed, progress=progress, desc=split,
-                              hr_cutoffs=config.eval.cutoffs())
+    out["valid"] = evaluate(session.model, session.data.valid_candidates, ks=config.eval.ks,
+                            batch_size=config.eval.batch_size, max_groups=config.eval.valid_max_groups,
+                            seed=config.train.seed, progress=progress, desc="valid", hr_cutoffs=config.eval.cutoffs())
+    out["test"] = split_report(session.model, session.data, "test", config.eval, config.train.seed, "all",
+                               full_initiators=config.eval.full_max_initiators or None, progress=progress)
     out["parameters"] = session.parameters()
     return out
 
@@ -251,7 +256,8 @@ def train(config: cfg.Config, data_dir: str | None, model_dir: str | Path, progr
 
 
 def format_metrics(metrics: dict) -> str:
-    """One line per split and task, metrics grouped by list length: ``mrr@10 ndcg@10 hr@1/10 hr@5/10 | mrr@100 ...``."""
+    """One line per split and task, metrics grouped by list length: ``mrr@10 ndcg@10 hr@1/10 hr@5/10 | mrr@100 ...``;
+    then, where a split has them, the full-catalog metrics, the launch AUC and one line per sparsity cell."""
     from tfgb.evaluation.metrics import key_order, parse_key
 
     lines = []
@@ -267,7 +273,40 @@ def format_metrics(metrics: dict) -> str:
                 length = parsed[2] if parsed is not None else length
                 values.append(f"{key} {metrics[split][task][key]:.4f}")
             lines.append(f"{split:5s} {label:22s} {'  '.join(values)}")
+        lines += _beyond_lists(split, metrics[split])
     return "\n".join(lines)
+
+
+def _beyond_lists(split: str, result: dict) -> list[str]:
+    """The lines of ``full``, ``launch_success`` and ``sparsity`` (one per cell with rows) of a split."""
+    lines = []
+    full = result.get("full")
+    if full:
+        ks = [key[3:] for key in full if key.startswith("hr@")]
+        values = " | ".join(f"hr@{k} {full[f'hr@{k}']:.4f}  ndcg@{k} {full[f'ndcg@{k}']:.4f}" for k in ks)
+        lines.append(f"{split:5s} {'task A full catalog':22s} {values}  ({full['initiators']} initiators, "
+                     f"{full['mean_candidates']:.0f} items each)")
+    launch = result.get("launch_success")
+    if launch:
+        lines.append(f"{split:5s} {'launch success':22s} auc {launch['auc']:.4f}  floor (item rate) "
+                     f"{launch['floor_auc']:.4f}  ({launch['positives']} deals, {launch['negatives']} failed)")
+    for cell, families in (result.get("sparsity") or {}).items():
+        parts = []
+        sampled, cell_full, cell_launch = families.get("sampled"), families.get("full"), families.get("launch_success")
+        if sampled and sampled["rows"]:
+            key = "mrr@10" if "mrr@10" in sampled else next(k for k in sampled if k != "rows")
+            parts.append(f"lists {sampled['rows']:5d} {key} {sampled[key]:.4f}")
+        if cell_full and cell_full["rows"]:
+            key = "hr@100" if "hr@100" in cell_full else next(k for k in cell_full if k.startswith("hr@"))
+            parts.append(f"full {cell_full['rows']:4d} {key} {cell_full[key]:.4f}")
+        if cell_launch and cell_launch["auc"] is not None:
+            parts.append(f"launches {cell_launch['positives']}/{cell_launch['negatives']} auc {cell_launch['auc']:.4f}")
+        if parts:
+            lines.append(f"{split:5s} {'  ' + cell:22s} {' | '.join(parts)}")
+    if lines and len(lines) > bool(full) + bool(launch):
+        lines.insert(bool(full) + bool(launch), f"{split:5s} {'task A by sparsity':22s} cells: training deals "
+                     "launched x training failed launches of the initiator")
+    return lines
 
 
 def parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from tfgb.config import EvalConfig
 from tfgb.data.candidates import Candidates
-from tfgb.evaluation.metrics import ranking_metrics
+from tfgb.evaluation.metrics import metrics_from_ranks, positive_ranks
 
 
 def subsample(candidates: Candidates, max_groups: int, seed: int) -> np.ndarray:
@@ -68,31 +68,37 @@ class Scorer:
 
 def evaluate(model, candidates: Candidates, ks: Iterable[int] = (10, 100), batch_size: int = 256,
              max_groups: int = 0, seed: int = 0, progress: bool = False, desc: str = "eval",
-             hr_cutoffs: Mapping[int, Sequence[int]] | None = None) -> dict:
+             hr_cutoffs: Mapping[int, Sequence[int]] | None = None, return_ranks: bool = False) -> dict | tuple:
     """Metrics of both tasks: ``{"a": {"mrr@10": ..., "hr@1/10": ...}, "b": {...}, "groups": N}``.
 
     Args:
       ks: list lengths; those above the saved lists' M + 1 are skipped.
       hr_cutoffs: ``{list length: HR cut-offs}`` (:meth:`tfgb.config.EvalConfig.cutoffs`); None = the
         recipe defaults. A length without an entry reports MRR and NDCG only.
+      return_ranks: also return the per-list ranks, ``(metrics, ranks)`` with ``ranks = {"initiator": [N],
+        "a": {k: [N]}, "b": {k: [N]}}`` (``int64``, the evaluated lists in order; positive ranks of
+        :func:`tfgb.evaluation.metrics.positive_ranks`).
     """
     cutoffs = EvalConfig().cutoffs() if hr_cutoffs is None else dict(hr_cutoffs)
     lists = candidates.take(subsample(candidates, max_groups, seed))
     scorer = Scorer(model, batch_size)
     ks = [int(k) for k in ks if k <= lists.negatives + 1]
     result: dict = {"a": {}, "b": {}, "groups": len(lists)}
+    ranks: dict = {"initiator": lists.initiator, "a": {}, "b": {}}
     bar = tqdm(total=2 * len(ks), desc=desc, disable=not progress, leave=False)
     for k in ks:
         cand, label = lists.task_a(k)
         scores = scorer.items(lists.initiator, cand).reshape(cand.shape)  # [0, 0] for no lists -> [0, k]
-        result["a"].update(ranking_metrics(scores, label, cutoffs.get(k, ())))
+        ranks["a"][k] = positive_ranks(scores, label)
+        result["a"].update(metrics_from_ranks(ranks["a"][k], k, cutoffs.get(k, ())))
         bar.update()
         cand, label = lists.task_b(k)
         scores = scorer.participants(lists.initiator, lists.item, cand).reshape(cand.shape)
-        result["b"].update(ranking_metrics(scores, label, cutoffs.get(k, ())))
+        ranks["b"][k] = positive_ranks(scores, label)
+        result["b"].update(metrics_from_ranks(ranks["b"][k], k, cutoffs.get(k, ())))
         bar.update()
     bar.close()
-    return result
+    return (result, ranks) if return_ranks else result
 
 
 def objective(result: dict, k: int = 10) -> float:

@@ -112,6 +112,20 @@ class GroupBuyingModel(tfrs.Model):
         """Task B logits s(p|u,i): ``initiator`` [B], ``item`` [B], ``candidates`` [B, C] users -> [B, C]."""
         raise NotImplementedError
 
+    # True for models trained with a launch behaviour (NMTR; MGBR / MAMGBR with launch_task): their
+    # launch_success is a probability they were trained for, and the export gives it a signature.
+    learns_launches = False
+
+    def launch_success(self, emb: dict[str, tf.Tensor], initiator: tf.Tensor, item: tf.Tensor) -> tf.Tensor:
+        """P(deal | launch) of single pairs: ``initiator`` [N], ``item`` [N] -> [N] in (0, 1).
+
+        This default is sigmoid of task A's logit: for MGBR / MAMGBR with ``launch_task`` the probability
+        their L_success trains on launched pairs (:mod:`tfgb.models.launch`); for models without a launch
+        behaviour a score, no trained probability (launch-success AUC still ranks launches by it). NMTR
+        overrides it.
+        """
+        return tf.sigmoid(self.score_items(emb, initiator, item[:, None])[:, 0])
+
     def bpr_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """``L_A + beta * L_B`` (BPR, Eq. 19 of MGBR) on one stream batch, through ``score_*``.
 

@@ -8,11 +8,17 @@ rows (:mod:`tfgb.data.behavior_rows`), weighted by ``launch_weight``:
 
 * ``L_launch``: Eq. 12's launch term on the launch head alone: every row (a deal or a failed launch)
   is a positive of ``launch``, its N never-interacted items are negatives.
-* ``L_success``: the log loss of sigmoid(s_A(i|u)) on the launched pairs of the rows, label 1 for a
-  deal, 0 for a failed launch: failed launches reach the model as labels, not only as graph edges.
+* ``L_success``: the log loss of sigmoid(r(u, i)) on the launched pairs of the rows, label 1 for a
+  deal, 0 for a failed launch, where ``r = s_A - out^launch`` is the cascade's deal increment (MGBR's
+  own task-A logit, MLP_A + the item bias): failed launches reach the model as labels, not only as
+  graph edges.
 
-``launch_success`` is then sigmoid(s_A(i|u)); the BPR and auxiliary losses of Eq. 25 are unchanged
-(they rank with the cascaded score).
+So ``launch_success`` = P(deal | launch) = sigmoid(r), and task A ranks by out^launch + r, the launch
+log-odds plus the success log-odds (log P(deal) = log P(launch) + log P(deal | launch) where both are
+small). Training sigmoid(s_A) itself on launched pairs was measured worse on Beibei (launch AUC 0.750,
+task A MRR@10 0.601): s_A must also rank launched items above never-launched ones, where popularity
+helps, while among launches the often-launched items fail more often (popularity's launch AUC is 0.39).
+The BPR and auxiliary losses of Eq. 25 are unchanged (they rank with the cascaded score).
 """
 from __future__ import annotations
 
@@ -48,11 +54,12 @@ class LaunchCascade(tf.keras.layers.Layer):
         return self.unit(e_u, e_i) + tf.gather(emb["launch_bias"][:, 0], item)
 
     def loss(self, emb: dict[str, tf.Tensor], inputs: dict[str, tf.Tensor],
-             task_a: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], training: bool = False) -> tf.Tensor:
+             residual: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], training: bool = False) -> tf.Tensor:
         """``weight * (L_launch + L_success)`` on the batch's behaviour rows.
 
         Args:
-          task_a: the model's cascaded task-A logits for ``(initiator [L], items [L, 1]) -> [L, 1]``.
+          residual: the model's deal increment r (task A's logit without the launch head) for
+            ``(initiator [L], items [L, 1]) -> [L, 1]``.
         """
         user = tf.reshape(inputs["behavior_user"], [-1])
         item = tf.reshape(inputs["behavior_item"], [-1])
@@ -66,7 +73,7 @@ class LaunchCascade(tf.keras.layers.Layer):
         l_launch = self.launch_task(tf.reshape(labels, [-1, 1]), tf.reshape(launch, [-1, 1]),
                                     sample_weight=tf.reshape(weight, [-1, 1]), training=training)
         deal = tf.cast(stage == neg.shape[2] - 1, tf.float32)[:, None]
-        success = task_a(user, item[:, None])  # [L, 1]
+        success = residual(user, item[:, None])  # [L, 1]
         l_success = self.success_task(deal, success, sample_weight=tf.fill(tf.shape(deal), 1.0 / rows),
                                       training=training)
         return self.weight * (l_launch + l_success)

@@ -191,12 +191,21 @@ class MGBR(GroupBuyingModel):
         out.append(Tiled(per_cell, ((cells, 1),)) if static is not None else Rows(per_cell, cells))
         return out
 
-    def score_items(self, emb, initiator, candidates, training=False):
+    def score_items(self, emb, initiator, candidates, training=False, launch=True):
+        """Task A logits [B, C]; with ``launch_task`` out^launch + r, ``launch=False``: r alone (the deal increment)."""
         b, c = tf.shape(candidates)[0], candidates.shape[1] or tf.shape(candidates)[1]
         e_u, e_p, e_i = self._candidate_rows([tf.gather(emb["users_i"], initiator), emb["mean_p"][None, :]],
                                              tf.gather(emb["items"], tf.reshape(candidates, [-1])), b, c)
         logits = tf.reshape(self._logits(e_u, e_i, e_p, training, tasks=("a",))["a"], [b, c])
-        return logits + self._bias(emb, "item_bias", candidates) + self._launch(emb, initiator[:, None], candidates)
+        logits += self._bias(emb, "item_bias", candidates)
+        return logits + self._launch(emb, initiator[:, None], candidates) if launch else logits
+
+    def launch_success(self, emb, initiator, item):
+        """P(deal | launch): with ``launch_task`` sigmoid(r), the deal increment L_success trains
+        (:mod:`tfgb.models.launch`); otherwise the base class's untrained score."""
+        if not self.learns_launches:
+            return super().launch_success(emb, initiator, item)
+        return tf.sigmoid(self.score_items(emb, initiator, item[:, None], launch=False)[:, 0])
 
     def score_participants(self, emb, initiator, item, candidates, training=False):
         b, c = tf.shape(candidates)[0], candidates.shape[1] or tf.shape(candidates)[1]
@@ -328,5 +337,6 @@ class MGBR(GroupBuyingModel):
             loss += self.beta_b * self.aux_task_b(dummy, tf.concat([b["b_pos"][:, None], b["ti"]], 1),
                                                   training=training)
         if self.learns_launches:
-            loss += self.launch.loss(emb, inputs, lambda u, i: self.score_items(emb, u, i, training), training)
+            loss += self.launch.loss(emb, inputs, lambda u, i: self.score_items(emb, u, i, training, launch=False),
+                                     training)
         return loss

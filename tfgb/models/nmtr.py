@@ -18,7 +18,7 @@ deal group and every failed launch) then ``deal`` (the group reached its size).
   to sum to 1 as the paper requires; equal by default).
 
 Task A (which item will u launch *and* bring to a deal?) is scored by the last behaviour's logit
-out^R, so ``launch_success`` is sigmoid(out^R). Task B is scored as the dot-product baselines score
+out^R; ``launch_success``, P(deal | launch), is y^R / y^{R-1}. Task B is scored as the dot-product baselines score
 it (MGBR Sec. III-B): s(p|u, i) = <p_u, p_p> with the shared user table, trained with task B's BPR
 loss on the stream's triples, weighted by ``train.beta``. The item plays no part in task B.
 
@@ -97,6 +97,18 @@ class NMTR(GroupBuyingModel):
         """Task A: out^R(u, i), the deal logit, for [B] initiators and [B, C] items -> [B, C]."""
         user = tf.broadcast_to(initiator[:, None], tf.shape(candidates))
         return self.cascaded(emb, user, candidates)[-1]
+
+    def launch_success(self, emb, initiator, item):
+        """P(deal | launch) = y^R / y^{R-1} = sigmoid(out^R) / sigmoid(out^{R-1}) (a deal is a launch, so
+        P(deal) = P(deal, launch)), at most 1; sigmoid(out^R) for the single-behaviour variant.
+
+        Not sigmoid(out^R) alone: that is P(deal), which also holds P(launch); on Beibei the launch logit
+        ranks held-out deals *below* held-out failed launches (AUC 0.37: items launched often fail often).
+        """
+        out = self.cascaded(emb, initiator, item)
+        if len(out) == 1:
+            return tf.sigmoid(out[0])
+        return tf.minimum(tf.exp(tf.math.log_sigmoid(out[-1]) - tf.math.log_sigmoid(out[-2])), 1.0)
 
     def score_participants(self, emb, initiator, item, candidates, training=False):
         """Task B: s(p|u,i) = <p_u, p_p> (the item is ignored): [B], [B], [B, C] -> [B, C]."""
