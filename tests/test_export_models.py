@@ -84,7 +84,8 @@ def exported(name: str, data, workdir: Path) -> dict:
     if key not in _BUILDS:
         tf.keras.utils.set_random_seed(len(_BUILDS))
         model = models.build_for(config, data)
-        batch = next(iter(data.training_dataset(config.train, epoch=0).take(1)))
+        stream = data.training_stream(config.train, behaviors=models.registry.learns_behaviors(config))
+        batch = next(iter(stream.dataset(0).take(1)))
         model.compute_loss({k: v[:8] for k, v in batch.items()}, training=True)  # creates every variable
         perturb(model, len(_BUILDS))
         module = export.build_module(types.SimpleNamespace(model=model, data=data))

@@ -8,6 +8,7 @@ against ``python -m tfgb.serve``::
     client = RankingClient("http://127.0.0.1:8501", "default")
     client.rank_items("u17", ["i1", "i2", "i3"], top_k=2)            # [("i3", 2.1), ("i1", 0.4)]
     client.rank_participants("u17", "i3", ["u2", "u5", "u9"])         # [("u9", 1.3), ...]
+    client.launch_success(["u17", "u2"], ["i3", "i1"])                # [0.71, 0.08]: P(deal | launch)
 
 Ids may be strings or integers (they are sent as strings; results give back the ids as passed).
 Candidate lists of one batch may differ in length: the client pads them in the request (every
@@ -25,6 +26,7 @@ import requests
 from tfgb.errors import TfgbError
 
 Ranking = list[tuple[Hashable, float]]
+LAUNCH_SUCCESS = "launch_success"  # the signature of models trained with a launch behaviour
 
 
 class ServingError(TfgbError):
@@ -151,3 +153,30 @@ class RankingClient:
             raise ValueError(f"{len(initiators)} initiators but {len(items)} items")
         contexts = [{"initiator": _raw_id(u), "item": _raw_id(i)} for u, i in zip(initiators, items)]
         return self._rank("rank_participants", contexts, candidates, top_k)
+
+    # -- launch success ------------------------------------------------------------------------
+    def launch_success(self, initiators: Sequence[Hashable], items: Sequence[Hashable]) -> list[float]:
+        """P(deal | launch) of each pair (``initiators[k]``, ``items[k]``), in the order given, in one request.
+
+        The ``launch_success`` signature, which only models trained with a launch behaviour export;
+        unknown ids are scored with the out-of-vocabulary rows, as in the ranking methods.
+
+        Raises:
+          ValueError: ``initiators`` and ``items`` differ in length.
+          ServingError: the server refused the request; for a model without the signature, a
+            message naming the model.
+        """
+        if len(initiators) != len(items):
+            raise ValueError(f"{len(initiators)} initiators but {len(items)} items")
+        if not len(initiators):
+            return []
+        instances = [{"initiator": _raw_id(u), "item": _raw_id(i)} for u, i in zip(initiators, items)]
+        try:
+            predictions = self.predict(instances, LAUNCH_SUCCESS)
+        except ServingError as exc:
+            if exc.status == 400 and "not found in signature def" in str(exc):
+                raise ServingError(f"model {self.model!r} at {self.base_url} has no {LAUNCH_SUCCESS!r} signature: "
+                                   "only models trained with a launch behaviour export it (NMTR with "
+                                   "model.nmtr.launch = true, MGBR / MAMGBR with launch_task = true)", 400) from None
+            raise
+        return [float(p["probability"]) for p in predictions]

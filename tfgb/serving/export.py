@@ -11,6 +11,11 @@ in it. Signatures take raw ids (``tf.string``):
   ``scores`` [B, C] float32 (task A logits s(i|u)), ``unknown_ids`` [B] int32.
 * ``rank_participants``: ``initiator`` [B], ``item`` [B], ``candidates`` [B, C] users ->
   ``scores`` [B, C] float32 (task B logits s(p|u,i)), ``unknown_ids`` [B] int32.
+* ``launch_success``, only for a model trained with a launch behaviour (``model.learns_launches``:
+  NMTR with ``launch``, MGBR / MAMGBR with ``launch_task``): ``initiator`` [B], ``item`` [B] ->
+  ``probability`` [B] float32, P(deal | launch), the model's own ``launch_success``
+  (:meth:`tfgb.models.base.GroupBuyingModel.launch_success`: NMTR's y^deal / y^launch, launch_task's
+  sigmoid of the deal increment), ``unknown_ids`` [B] int32. Other models' exports have no such signature.
 
 ``unknown_ids`` counts, per row, the ids of that row not in the vocabularies; they are scored
 with the out-of-vocabulary row and never fail. A version is written into a temporary directory
@@ -34,6 +39,9 @@ from tfgb.errors import ConfigError, cli_boundary, setup_logging
 from tfgb.rundir import RunDir
 
 log = logging.getLogger("tfgb.export")
+
+LAUNCH_SUCCESS = "launch_success"
+_LAUNCH_INPUTS = [tf.TensorSpec([None], tf.string, name="initiator"), tf.TensorSpec([None], tf.string, name="item")]
 
 _VERSION = re.compile(r"^\d+$")
 
@@ -84,6 +92,9 @@ class ServingModule(tf.Module):
         exactly the variables the traced scorers read.
       emb: ``model.propagate(training=False)`` output (every key is stored).
       user_ids, item_ids: raw ids in index order (the run's vocabularies).
+
+    A model with ``learns_launches`` True also gets :meth:`launch_success` (attribute and
+    signature); for the others the attribute does not exist.
     """
 
     def __init__(self, model, emb: dict[str, tf.Tensor], user_ids, item_ids):
@@ -97,6 +108,10 @@ class ServingModule(tf.Module):
         self._num_users, self._num_items = num_users, num_items
         self._score_items = lambda e, u, c: model.score_items(e, u, c, training=False)
         self._score_participants = lambda e, u, i, c: model.score_participants(e, u, i, c, training=False)
+        self._launch = lambda e, u, i: model.launch_success(e, u, i)
+        self.learns_launches = bool(getattr(model, "learns_launches", False))
+        if self.learns_launches:
+            self.launch_success = tf.function(self._launch_success, input_signature=_LAUNCH_INPUTS)
 
     def _lookup(self, table: tf.lookup.StaticHashTable, ids: tf.Tensor, oov: int) -> tuple[tf.Tensor, tf.Tensor]:
         index = table.lookup(ids)
@@ -123,11 +138,21 @@ class ServingModule(tf.Module):
         unknown = unknown_u + unknown_i + tf.reduce_sum(unknown_c, 1)
         return {"scores": tf.cast(scores, tf.float32), "unknown_ids": unknown}
 
+    def _launch_success(self, initiator: tf.Tensor, item: tf.Tensor) -> dict[str, tf.Tensor]:
+        """P(deal | launch) [B] of the pairs (``initiator``, ``item``) [B] (raw ids): the model's
+        ``launch_success`` on the frozen tables, in float32. ``unknown_ids`` counts the unknown initiator
+        and item of each pair (0, 1 or 2).
+        """
+        u, unknown_u = self._lookup(self.users, initiator, self._num_users)
+        i, unknown_i = self._lookup(self.items, item, self._num_items)
+        probability = self._launch(dict(self.embeddings), u, i)
+        return {"probability": tf.cast(probability, tf.float32), "unknown_ids": unknown_u + unknown_i}
+
     def track_scoring_variables(self) -> None:
-        """Trace both signatures and track every variable they capture (the scoring layers' weights)."""
+        """Trace every signature and track every variable they capture (the scoring layers' weights)."""
         seen = {id(v) for v in self.embeddings.values()}
         found = {}
-        for fn in (self.rank_items, self.rank_participants):
+        for fn in self.signatures().values():
             for variable in fn.get_concrete_function().variables:
                 if id(variable) not in seen:
                     seen.add(id(variable))
@@ -136,7 +161,12 @@ class ServingModule(tf.Module):
         self.scoring_variables = found
 
     def signatures(self) -> dict:
-        return {"serving_default": self.rank_items, "rank_participants": self.rank_participants}
+        """The serving signatures by name: ``serving_default``, ``rank_participants`` and, for a model
+        with ``learns_launches``, ``launch_success``."""
+        out = {"serving_default": self.rank_items, "rank_participants": self.rank_participants}
+        if self.learns_launches:
+            out[LAUNCH_SUCCESS] = self.launch_success
+        return out
 
 
 def _open_run(model_dir: str | os.PathLike):

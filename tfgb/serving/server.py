@@ -10,6 +10,9 @@ same JSON as TF Serving, so clients (:class:`tfgb.serving.client.RankingClient`)
   (row format, answered with ``{"predictions": [...]}``) or ``{"signature_name": ...,
   "inputs": {...}}`` (columnar format, answered with ``{"outputs": ...}``).
 
+Every signature of the SavedModel is served: ``serving_default``, ``rank_participants`` and, in the
+exports of models trained with a launch behaviour, ``launch_success`` (:mod:`tfgb.serving.export`).
+
 Errors are ``{"error": "..."}`` with status 400 (bad request), 404 (unknown model, version or
 path), 405 (wrong method), 413 (body over ``--max-body-bytes``) or 500 (a bug; the server goes
 on). Raw ids of ``tf.string`` inputs may be JSON strings, integers (sent as their decimal
