@@ -1,8 +1,35 @@
 """Helpers shared by several test modules (pytest puts this folder on sys.path)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+
+from tfgb import config as cfg
 from tfgb import models
 from tfgb.config import Config
+
+SMALL = {"embedding_dim": 4, "gcn_layers": 1, "num_experts": 2, "mtl_layers": 1, "heads": 2, "mlp_hidden": [4],
+         "mlp_layers": 1}
+
+
+def small_recipe(name: str, cache_dir: Path, **train) -> Config:
+    """Model ``name`` at :data:`SMALL` sizes on 300 synthetic groups (120 users, 40 items), resolved; ``train``
+    sets ``[train]`` keys."""
+    config = cfg.Config()
+    config.model.name = name
+    config.data.synth = cfg.SynthConfig(users=120, items=40, groups=300, seed=3)
+    config.data.negatives = 9
+    config.data.cache_dir = str(cache_dir)
+    config.train.aux_size = 2
+    for key, value in train.items():
+        setattr(config.train, key, value)
+    config = models.resolve(config)
+    section = models.settings(config)
+    for key, value in SMALL.items():
+        if hasattr(section, key):
+            setattr(section, key, value)
+    return config
 
 
 def tiny_model_config(name: str, mtl_layers: int = 2) -> Config:
@@ -19,3 +46,17 @@ def tiny_model_config(name: str, mtl_layers: int = 2) -> Config:
         if hasattr(section, key):
             setattr(section, key, value)
     return models.resolve(c)
+
+
+def mean_rows(emb: dict, kinds: dict[str, str]) -> dict:
+    """``emb`` with the mean row appended to its user and item tables, as tensors: the out-of-vocabulary
+    rows an export adds, by the tests' own reading of the export contract."""
+    import tensorflow as tf
+
+    out = {}
+    for key, value in emb.items():
+        value = np.asarray(value)
+        if kinds[key] in ("user", "item"):
+            value = np.concatenate([value, value.astype(np.float64).mean(0, keepdims=True).astype(value.dtype)], 0)
+        out[key] = tf.constant(value)
+    return out

@@ -19,6 +19,7 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 # isort: split
 import tensorflow as tf
+from support import mean_rows, small_recipe
 
 from tfgb import config as cfg
 from tfgb import models
@@ -30,22 +31,10 @@ from tfgb.models.context import ModelContext
 from tfgb.serving import export
 
 LISTS = 24  # candidate lists scored per signature
-SMALL = {"embedding_dim": 4, "gcn_layers": 1, "num_experts": 2, "mtl_layers": 1, "heads": 2, "mlp_hidden": [4]}
 
 
 def recipe(name: str, cache_dir: Path) -> cfg.Config:
-    config = cfg.Config()
-    config.model.name = name
-    config.data.synth = cfg.SynthConfig(users=120, items=40, groups=300, seed=3)
-    config.data.negatives = 9
-    config.data.cache_dir = str(cache_dir)
-    config.train.aux_size = 2
-    config = models.resolve(config)
-    section = models.settings(config)
-    for key, value in SMALL.items():
-        if hasattr(section, key):
-            setattr(section, key, value)
-    return config
+    return small_recipe(name, cache_dir)
 
 
 @pytest.fixture(scope="module")
@@ -92,17 +81,6 @@ def exported(name: str, data, workdir: Path) -> dict:
         path = export.save_version(module, workdir / "saved_models" / f"{len(_BUILDS)}-{key[0]}")
         _BUILDS[key] = {"model": model, "scorer": Scorer(model), "loaded": tf.saved_model.load(str(path))}
     return _BUILDS[key]
-
-
-def mean_rows(emb: dict[str, tf.Tensor], kinds: dict[str, str]) -> dict[str, tf.Tensor]:
-    """``emb`` with the mean row appended to its user and item tables (the test's own reading of the contract)."""
-    out = {}
-    for key, value in emb.items():
-        value = np.asarray(value)
-        if kinds[key] in ("user", "item"):
-            value = np.concatenate([value, value.astype(np.float64).mean(0, keepdims=True).astype(value.dtype)], 0)
-        out[key] = tf.constant(value)
-    return out
 
 
 def with_unknowns(ids: np.ndarray, rate: float, rng: np.random.Generator, tag: str) -> tuple[np.ndarray, np.ndarray]:

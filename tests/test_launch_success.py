@@ -19,35 +19,20 @@ import tfgb  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 # isort: split
 import tensorflow as tf
+from support import mean_rows, small_recipe
 
 from tfgb import config as cfg
-from tfgb import models
 from tfgb.evaluation import Scorer
 from tfgb.serving import export
 from tfgb.serving import server as serve
 from tfgb.serving.client import RankingClient, ServingError
 from tfgb.session import Session
 
-SMALL = {"embedding_dim": 4, "gcn_layers": 1, "num_experts": 2, "mtl_layers": 1, "heads": 2, "mlp_hidden": [4],
-         "mlp_layers": 1}
 PAIRS = 40
 
 
 def recipe(name: str, cache_dir: Path) -> cfg.Config:
-    config = cfg.Config()
-    config.model.name = name
-    config.data.synth = cfg.SynthConfig(users=120, items=40, groups=300, seed=3)
-    config.data.negatives = 9
-    config.data.cache_dir = str(cache_dir)
-    config.train.aux_size = 2
-    config.train.batch_size = 32
-    config.train.learning_rate = 0.05
-    config = models.resolve(config)
-    section = models.settings(config)
-    for key, value in SMALL.items():
-        if hasattr(section, key):
-            setattr(section, key, value)
-    return config
+    return small_recipe(name, cache_dir, batch_size=32, learning_rate=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -86,17 +71,6 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def in_process(model, emb: dict, u: np.ndarray, i: np.ndarray) -> np.ndarray:
     """The in-process model's P(deal | launch), ``launch_success(emb, u, i)``."""
     return model.launch_success(emb, tf.constant(u, tf.int32), tf.constant(i, tf.int32)).numpy().astype(np.float64)
-
-
-def with_mean_rows(emb: dict, kinds: dict) -> dict:
-    """``emb`` with the mean row appended to every user and item table (this test's reading of the contract)."""
-    out = {}
-    for key, value in emb.items():
-        value = np.asarray(value)
-        if kinds[key] in ("user", "item"):
-            value = np.concatenate([value, value.astype(np.float64).mean(0, keepdims=True).astype(value.dtype)], 0)
-        out[key] = tf.constant(value)
-    return out
 
 
 def random_pairs(built: dict, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +118,7 @@ def test_unknown_ids_are_counted_and_scored_with_the_mean_rows(nmtr):
     assert out["unknown_ids"].numpy().tolist() == [0, 1, 1, 2, 0]
     probability = out["probability"].numpy()
     assert np.isfinite(probability).all() and ((probability > 0) & (probability < 1)).all()
-    emb = with_mean_rows(model.propagate(training=False), model.table_kinds())
+    emb = mean_rows(model.propagate(training=False), model.table_kinds())
     expected = in_process(model, emb, np.array([3, U, 5, U, 7]), np.array([2, 4, I, I, 2]))
     np.testing.assert_allclose(probability, expected, atol=1e-5, rtol=0)
 
