@@ -90,7 +90,10 @@ def with_unknowns(ids: np.ndarray, rate: float, rng: np.random.Generator, tag: s
     return np.where(unknown, fresh, ids), unknown
 
 
-@pytest.mark.parametrize("name", models.names())
+# mamgbr-launch combines two paths each exported on its own here (mamgbr; the launch head of mgbr-launch):
+# kept, but out of the default run for its time.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "mamgbr-launch" else n
+                                  for n in models.names()])
 def test_export_serves_in_process_scores_and_scores_unknown_ids_as_the_mean_row(name: str, data, workdir) -> None:
     built = exported(name, data, workdir)
     model, scorer, loaded = built["model"], built["scorer"], built["loaded"]
