@@ -108,9 +108,8 @@ class TrainConfig:
     # activations alive at a time (propagation still once per batch; the gradient is the batch's).
     # 0 = the whole batch at once. Bounds the memory of large batches and aux sets (|T| = 99).
     block_chunk: int = 0
-    # Models trained on behaviour rows (NMTR; MGBR / MAMGBR with launch_task), tfgb.data.behavior_rows:
-    # negatives per positive and behaviour (NMTR's paper: 4), and the chance that a negative of a later
-    # behaviour (the deal) is one of the user's own interactions that stopped before it (a failed launch).
+    # Behaviour rows (tfgb.data.behavior_rows; NMTR, launch_task): negatives per positive and behaviour (NMTR's
+    # paper: 4); the chance that a deal negative is one of the user's own failed launches (when it has one).
     behavior_negatives: int = 4
     hard_negatives: float = 0.5
 
@@ -334,23 +333,18 @@ def validate(config: Config) -> None:
     if d.negatives < 1:
         raise ConfigError("config key 'data.negatives' must be at least 1")
     if len(d.behaviors) < 2 or len(set(d.behaviors)) != len(d.behaviors):
-        raise ConfigError("config key 'data.behaviors' must name at least two distinct behaviours in cascade order "
-                          f"(the last is the deal), got {d.behaviors}")
-    if config.train.behavior_negatives < 1:
-        raise ConfigError("config key 'train.behavior_negatives' must be at least 1")
+        raise ConfigError(f"config key 'data.behaviors' must list 2+ distinct behaviours, deal last, got {d.behaviors}")
     if not 0.0 <= config.train.hard_negatives <= 1.0:
         raise ConfigError("config key 'train.hard_negatives' must be a probability in [0, 1]")
-    if config.train.weight_decay < 0:
-        raise ConfigError("config key 'train.weight_decay' must be 0 (off) or positive")
     from tfgb.models import registry
 
     registry.entry(config.model.name)  # an unknown name is an error naming the closest one
     for entry in registry.ENTRIES.values():
         registry.validate_settings(f"model.{entry.section}", getattr(config.model, entry.section))
-    for key in ("epochs", "batch_size", "aux_size", "evals_per_epoch", "graph_folds"):
+    for key in ("epochs", "batch_size", "aux_size", "evals_per_epoch", "graph_folds", "behavior_negatives"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}' must be at least 1")
-    for key in ("budget_steps", "patience", "eval_every_steps"):
+    for key in ("budget_steps", "patience", "eval_every_steps", "weight_decay"):
         if getattr(config.train, key) < 0:
             raise ConfigError(f"config key 'train.{key}' must be 0 (off) or positive")
     if config.train.max_minutes < 0:
@@ -370,7 +364,6 @@ def validate(config: Config) -> None:
         if bad or len(set(cutoffs)) != len(cutoffs):
             raise ConfigError(f"{key} = {entry}: the HR cut-offs of lists of length {length} must be distinct and "
                               f"in [1, {length - 1}] (a hit in the top {length} of {length} candidates cannot fail)")
-
 
 
 def load(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
