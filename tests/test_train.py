@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Small synthetic data (1,208 training groups, 1,823 triples: 8 batches of 256), a small MGBR, the
 # validation cadence and the budget in epochs (the default recipe's step budget and cadence off).
-DATA = ("data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150")
+# eval.full_max_initiators=0: these tests check training, not the all-item protocol (tests/test_full_catalog.py does)
+DATA = ("data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150", "eval.full_max_initiators=0")
 SMALL = (*DATA, "train.epochs=3", "train.budget_steps=0", "train.eval_every_steps=0")
 TINY_MODEL = ("model.mgbr.embedding_dim=8", "model.mgbr.num_experts=2", "model.mgbr.mtl_layers=1",
               "model.mgbr.mlp_hidden=[8]")
