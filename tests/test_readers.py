@@ -121,10 +121,10 @@ def test_format_is_chosen_by_extension_unless_given(tmp_path):
     ("g.txt", "\n\n", ["g.txt", "file is empty"]),
     ("g.xlsx", "1,2,3", ["g.xlsx", "unknown file type '.xlsx'"]),
 ])
-def test_bad_input_gets_one_clear_error(tmp_path, name, text, words):
+def test_bad_input_gets_one_clear_error(tmp_path, name, text, words, recipe=files):
     write(tmp_path / name, text)
     with pytest.raises(DataError) as info:
-        read_groups(files(name), str(tmp_path))
+        read_groups(recipe(name), str(tmp_path))
     message = str(info.value)
     assert all(w in message for w in words), message
     assert "\n" not in message
@@ -229,12 +229,7 @@ def test_a_file_without_deal_rows_needs_no_participants_column(tmp_path):
     ("g.csv", "initiator,item,participants,behavior\n1,,,view\n", ["line 2", "item id '' is not an id"]),
 ])
 def test_bad_behavior_rows_get_one_clear_error(tmp_path, name, text, words):
-    write(tmp_path / name, text)
-    with pytest.raises(DataError) as info:
-        read_groups(behavior_files(name), str(tmp_path))
-    message = str(info.value)
-    assert all(w in message for w in words), message
-    assert "\n" not in message
+    test_bad_input_gets_one_clear_error(tmp_path, name, text, words, recipe=behavior_files)
 
 
 def test_parquet_missing_behavior_names_the_row(tmp_path):
