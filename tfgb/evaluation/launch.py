@@ -79,7 +79,8 @@ def pair_scores(model, users: np.ndarray, items: np.ndarray, batch_size: int = 2
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
     if not hasattr(model, "launch_success"):
         return scorer.items(users, items[:, None]).reshape(-1)
-    score = tf.function(lambda u, i: model.launch_success(scorer.emb, u, i), reduce_retracing=True)
+    score = tf.function(lambda u, i: model.launch_success(scorer.emb, u, i), reduce_retracing=True,
+                        autograph=False)
     step = batch_size * 100
     return np.concatenate([score(tf.constant(users[a:a + step], tf.int32), tf.constant(items[a:a + step], tf.int32))
                            .numpy() for a in range(0, len(users), step)]).astype(np.float32)

@@ -34,10 +34,11 @@ def _functions(model) -> tuple:
     """The model's traced propagate / score functions, traced once per model (not per evaluation)."""
     if model not in _FUNCTIONS:
         _FUNCTIONS[model] = (
-            tf.function(lambda: model.propagate(training=False)),
-            tf.function(lambda emb, u, c: model.score_items(emb, u, c, training=False), reduce_retracing=True),
+            tf.function(lambda: model.propagate(training=False), autograph=False),
+            tf.function(lambda emb, u, c: model.score_items(emb, u, c, training=False), reduce_retracing=True,
+                        autograph=False),
             tf.function(lambda emb, u, i, c: model.score_participants(emb, u, i, c, training=False),
-                        reduce_retracing=True),
+                        reduce_retracing=True, autograph=False),
         )
     return _FUNCTIONS[model]
 

@@ -66,6 +66,14 @@ class GroupBuyingModel(tfrs.Model):
             self._fold_values = Graphs({key: tf.constant(np.stack([align_values(full, d[key]) for d in derived]))
                                         for key, full in self._graphs.graphs.items()})
 
+    # Every tfgb step and scorer is plain TensorFlow (explicit tf.while_loop, Python control flow on
+    # static values only), so it is traced without AutoGraph: converting the source of the multi-task
+    # block was most of the tracing time (the scorers and exports use autograph=False likewise).
+    @tf.autograph.experimental.do_not_convert
+    def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """TFRS's train step (``compute_loss``, its gradient, the optimizer), traced without AutoGraph."""
+        return super().train_step(inputs)
+
     # Models whose training propagates over the graphs set this: their batches of a
     # ``train.graph_folds`` stream are then scored over their fold's graphs (see ``propagate_batch``).
     uses_graph_folds = False

@@ -293,6 +293,7 @@ class MGBR(GroupBuyingModel):
         return loss, regularization, [t + in_loop[v.ref()] if v.ref() in in_loop else t
                                       for v, t in zip(variables, through)]
 
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """TFRS's train step, on :meth:`loss_and_gradients` (which honours ``train.block_chunk``)."""
         loss, regularization, grads = self.loss_and_gradients(inputs)

@@ -111,14 +111,14 @@ class ServingModule(tf.Module):
         self._launch = lambda e, u, i: model.launch_success(e, u, i)
         self.learns_launches = bool(getattr(model, "learns_launches", False))
         if self.learns_launches:
-            self.launch_success = tf.function(self._launch_success, input_signature=_LAUNCH_INPUTS)
+            self.launch_success = tf.function(self._launch_success, input_signature=_LAUNCH_INPUTS, autograph=False)
 
     def _lookup(self, table: tf.lookup.StaticHashTable, ids: tf.Tensor, oov: int) -> tuple[tf.Tensor, tf.Tensor]:
         index = table.lookup(ids)
         return index, tf.cast(tf.equal(index, oov), tf.int32)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="initiator"),
-                                  tf.TensorSpec([None, None], tf.string, name="candidates")])
+                                  tf.TensorSpec([None, None], tf.string, name="candidates")], autograph=False)
     def rank_items(self, initiator: tf.Tensor, candidates: tf.Tensor) -> dict[str, tf.Tensor]:
         """Task A: scores [B, C] of item ``candidates`` [B, C] for ``initiator`` [B] (raw ids)."""
         u, unknown_u = self._lookup(self.users, initiator, self._num_users)
@@ -128,7 +128,7 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="initiator"),
                                   tf.TensorSpec([None], tf.string, name="item"),
-                                  tf.TensorSpec([None, None], tf.string, name="candidates")])
+                                  tf.TensorSpec([None, None], tf.string, name="candidates")], autograph=False)
     def rank_participants(self, initiator: tf.Tensor, item: tf.Tensor, candidates: tf.Tensor) -> dict[str, tf.Tensor]:
         """Task B: scores [B, C] of user ``candidates`` [B, C] for (``initiator``, ``item``) [B]."""
         u, unknown_u = self._lookup(self.users, initiator, self._num_users)
