@@ -21,7 +21,7 @@ import pytest
 from tfgb import compare
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ("data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150")
+DATA = ("data.synth.groups=1500", "data.synth.users=600", "data.synth.items=150", "eval.full_max_initiators=0")
 # One epoch validated twice, in batches of 64 (29 steps on this data), a learning rate that learns
 # within it; the default recipe's step budget and cadence off.
 ONE_EPOCH = ("train.epochs=1", "train.budget_steps=0", "train.eval_every_steps=0", "train.evals_per_epoch=2",

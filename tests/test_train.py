@@ -197,7 +197,7 @@ def test_killed_run_resumes_and_matches_uninterrupted(cadence: str, kill_at: tup
     batches 5-6 of epoch 2 are lost; with one per epoch only epoch 1 is kept; every 3 steps, the
     validations at steps 3, 6 and 9 (the one at 9 spans epochs 1 and 2) are kept."""
     strict = {"TFGB_DETERMINISTIC": "1"}  # bit-identical kernels even when other processes load the CPU
-    recipe = (*SMALL, cadence, f"train.graph_folds={folds}", "train.patience=2")
+    recipe = (*SMALL, *TINY_MODEL, cadence, f"train.graph_folds={folds}", "train.patience=2")
     straight = tmp_path / "straight"
     proc = run(["-m", "tfgb.train", *train_args(straight, *recipe)], tmp_path, env=strict)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ("train.epochs=1", "train.budget_steps=0", "train.eval_every_steps=0", "train.evals_per_epoch=2",
         "train.batch_size=64",
         "train.aux_size=3", "train.valid_max_groups=100", "data.synth.groups=600", "data.synth.users=300",
-        "data.synth.items=120", "data.negatives=9", "eval.ks=[10]", "model.mgbr.gcn_layers=1",
+        "data.synth.items=120", "data.negatives=9", "eval.ks=[10]", "eval.full_max_initiators=0", "model.mgbr.gcn_layers=1",
         "model.mgbr.mlp_hidden=[8]")
 # Two searched hyper-parameters (4 combinations); the rest of MGBR's space fixed.
 SPACE = ("tune.embedding_dim=[8,16]", "tune.learning_rate=[0.003,0.01]", "tune.num_experts=[2]",

@@ -51,6 +51,10 @@ class DataConfig:
     seed: int = 2023
     negatives: int = 99  # candidates per list = 1 positive + negatives
     cache_dir: str = "runs/cache"
+    # User features (GPRec): a CSV / TSV / Parquet table relative to --data-dir, or "synthetic" (the synthetic
+    # generator's planted table); empty = derived from the training split when a model uses them.
+    user_features: str = ""
+    user_feature_id_column: str = "user"
     synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)
 
 
@@ -65,6 +69,9 @@ def _model_config_class() -> type:
     fields: list[tuple[str, Any, Any]] = [("name", str, dataclasses.field(default="mgbr"))]
     for entry in registry.ENTRIES.values():
         fields.append((entry.section, entry.settings, dataclasses.field(default_factory=entry.settings)))
+    for key, (values, section, settings) in registry.PLUGINS.items():  # e.g. user_modeling = "gprec", [model.gprec]
+        fields += [(key, str, dataclasses.field(default=values[0])),
+                   (section, settings, dataclasses.field(default_factory=settings))]
     return dataclasses.make_dataclass("ModelConfig", fields, namespace={"__doc__": _model_config_class.__doc__})
 
 
@@ -266,7 +273,9 @@ def to_dict(config: Any) -> dict[str, Any]:
             keep = registry.entry(config.model.name).section
         except ConfigError:
             keep = None
-        out["model"] = {k: v for k, v in out["model"].items() if k == "name" or k == keep}
+        on = {section for key, (_, section, _) in registry.PLUGINS.items() if getattr(config.model, key) == section}
+        out["model"] = {k: v for k, v in out["model"].items()
+                        if k in ("name", keep, *registry.PLUGINS, *on)}
     return out
 
 
@@ -339,8 +348,11 @@ def validate(config: Config) -> None:
     from tfgb.models import registry
 
     registry.entry(config.model.name)  # an unknown name is an error naming the closest one
-    for entry in registry.ENTRIES.values():
-        registry.validate_settings(f"model.{entry.section}", getattr(config.model, entry.section))
+    for section in [e.section for e in registry.ENTRIES.values()] + [p[1] for p in registry.PLUGINS.values()]:
+        registry.validate_settings(f"model.{section}", getattr(config.model, section))
+    for key, (values, _, _) in registry.PLUGINS.items():
+        if getattr(config.model, key) not in values:
+            raise ConfigError(f"config key 'model.{key}' must be one of {', '.join(values)}, got {getattr(config.model, key)!r}")
     for key in ("epochs", "batch_size", "aux_size", "evals_per_epoch", "graph_folds", "behavior_negatives"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}' must be at least 1")

@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from tfgb import config as cfg
 from tfgb import models
+from tfgb.data import features as user_features
 from tfgb.data.prepare import Prepared, prepare
 from tfgb.errors import ConfigError
 from tfgb.rundir import CHECKPOINTS, RunDir
@@ -110,7 +111,12 @@ class Session:
         data = prepare(config, data_dir)
         if write_vocab:
             data.save_vocabularies(run.vocab)
-        model = models.build_for(config, data)
+        features = user_features.load(run.path)  # a run's own, saved when it started (resume, open)
+        if features is None:
+            features = user_features.for_recipe(config, data, data_dir)
+            if features is not None:
+                user_features.save(run.path, *features[:2], extra=features[2].get("extra"))
+        model = models.build_for(config, data, features[1] if features else None)
         model.compile(optimizer=make_optimizer(config.train))
         progress = Progress()
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, progress=progress)

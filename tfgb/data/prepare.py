@@ -45,9 +45,10 @@ logger = logging.getLogger(__name__)
 
 # data.* settings that cannot change the prepared arrays, per data.source; every other field of the
 # data section is keyed (so is a new field, by default: at worst a needless re-prepare).
-_NOT_SHAPING = {"files": ("cache_dir", "synth"), "synthetic": ("cache_dir", "files", "failed_launches", "format",
-                "initiator_column", "item_column", "participants_column", "participant_separator",
-                "behavior_column")}
+_FEATURES = ("user_features", "user_feature_id_column")  # read beside the cache, never into it
+_NOT_SHAPING = {"files": ("cache_dir", "synth", *_FEATURES),
+                "synthetic": ("cache_dir", "files", "failed_launches", "format", "initiator_column", "item_column",
+                              "participants_column", "participant_separator", "behavior_column", *_FEATURES)}
 
 T = TypeVar("T")
 

@@ -200,8 +200,9 @@ class World:
     """
 
     def __init__(self, user_taste: np.ndarray, item_taste: np.ndarray, log_popularity: np.ndarray,
-                 appeal: np.ndarray, friends: np.ndarray, activity: np.ndarray, joiner: np.ndarray):
-        self.user_taste, self.item_taste = user_taste, item_taste
+                 appeal: np.ndarray, friends: np.ndarray, activity: np.ndarray, joiner: np.ndarray,
+                 community: np.ndarray | None = None):
+        self.user_taste, self.item_taste, self.community = user_taste, item_taste, community
         self.log_popularity, self.appeal, self.friends = log_popularity, appeal, friends
         self.activity, self.joiner = activity, joiner
         valid = friends >= 0
@@ -224,7 +225,7 @@ class World:
         joiner = 1.0 / (rng.permutation(users) + 1.0) ** 0.7
         appeal = ITEM_APPEAL * rng.normal(size=items)
         return cls(user_taste, item_taste, log_popularity, appeal, friends, activity / activity.sum(),
-                   joiner / joiner.sum())
+                   joiner / joiner.sum(), user_community)
 
     def friend_affinity(self, initiator: np.ndarray, item: np.ndarray) -> np.ndarray:
         """``z`` [N]: the standardised mean taste of each initiator's friends for its item."""
@@ -323,3 +324,26 @@ def _friend_circles(rng: np.random.Generator, community: np.ndarray) -> np.ndarr
     circle[np.arange(width)[None, :] >= size[:, None]] = -1
     circle[circle == np.arange(users)[:, None]] = -1
     return _compact_rows(circle)
+
+
+FEATURE_NOISE = 0.1  # chance that a user's planted segment is replaced by a random one
+
+
+def user_features(users: int = 2000, items: int = 400, seed: int = 7) -> pd.DataFrame:
+    """A user feature table for :func:`generate`'s data of the same arguments, with planted groups.
+
+    ``segment`` is the user's taste community (step 1), replaced by a random one with probability
+    ``FEATURE_NOISE``; ``age`` is a number whose mean depends on the community (8 levels, unit noise), so a
+    bucketised ``age`` carries the community too; ``device`` is noise. Users of a community share a
+    taste, so the features define groups with group-specific tastes, and most users launch only a few
+    groups (step 4's log-normal activity): the case bi-level user modeling is for. The draws come from
+    their own generator (seed + 1): the deal groups of :func:`generate` do not change.
+    """
+    state = world(users, items, seed)
+    rng = np.random.default_rng(seed + 1)
+    community = state.community
+    segment = np.where(rng.random(users) < FEATURE_NOISE, rng.integers(COMMUNITIES, size=users), community)
+    age = 20.0 + 5.0 * community + rng.normal(size=users)
+    return pd.DataFrame({"user": np.arange(users).astype(str), "segment": [f"s{k}" for k in segment],
+                         "age": np.round(age, 2), "device": rng.choice(["ios", "android", "web"], size=users)})
+

@@ -134,6 +134,21 @@ class GroupBuyingModel(tfrs.Model):
         """
         return tf.sigmoid(self.score_items(emb, initiator, item[:, None])[:, 0])
 
+    # -- hooks of plug-ins (tfgb.models.gprec): identities here ------------------------------------
+    def combine_item_logits(self, emb, users, items, logits, training=False):
+        """Task A logits after a plug-in's own terms; ``users``, ``items``: index arrays broadcastable to
+        ``logits``. Every scorer and training loss of a backbone passes its task A logits through it."""
+        return logits
+
+    def combine_participant_logits(self, emb, users, items, parts, logits, training=False):
+        """Task B logits after a plug-in's own terms (``users``, ``items``, ``parts`` broadcastable)."""
+        return logits
+
+    @staticmethod
+    def plugin_loss(emb: dict[str, tf.Tensor]) -> tf.Tensor | float:
+        """A plug-in's loss terms for the batch ``emb`` was propagated for (``propagate_batch``), or 0."""
+        return emb.get("plugin_loss", 0.0)
+
     def bpr_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """``L_A + beta * L_B`` (BPR, Eq. 19 of MGBR) on one stream batch, through ``score_*``.
 
@@ -145,5 +160,6 @@ class GroupBuyingModel(tfrs.Model):
         users = tf.stack([inputs["participant"], inputs["neg_participant"]], 1)
         dummy = tf.zeros_like(u, tf.float32)
         loss = self.task_a(dummy, self.score_items(emb, u, items, training), training=training)
-        return loss + self.beta * self.task_b(dummy, self.score_participants(emb, u, None, users, training),
-                                              training=training)
+        loss += self.beta * self.task_b(dummy, self.score_participants(emb, u, inputs["item"], users, training),
+                                        training=training)
+        return loss + self.plugin_loss(emb)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tfgb.contract import SideInputs
+from tfgb.contract import SideInputs, UserFeatures
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -57,8 +57,9 @@ class ModelContext:
             raise ValueError("item_counts / participant_counts must have I / U entries")
 
     @classmethod
-    def from_prepared(cls, data: Prepared, config: Config) -> ModelContext:
-        """The context of ``data`` for ``config`` (fold graphs when ``train.graph_folds`` > 1)."""
+    def from_prepared(cls, data: Prepared, config: Config, user_features: UserFeatures | None = None) -> ModelContext:
+        """The context of ``data`` for ``config`` (fold graphs when ``train.graph_folds`` > 1), with the
+        user features of :func:`tfgb.data.features.for_recipe` when given."""
         from tfgb.models.registry import learns_behaviors
 
         train = config.train
@@ -67,7 +68,8 @@ class ModelContext:
         return cls(num_users=data.num_users, num_items=data.num_items, graphs=data.graphs(), fold_graphs=folds,
                    item_counts=np.bincount(data.train.item, minlength=data.num_items),
                    participant_counts=np.bincount(data.train.participants, minlength=data.num_users),
-                   side=side_inputs(data), behaviors=tuple(data.behaviors))
+                   side=dataclasses.replace(side_inputs(data), user_features=user_features),
+                   behaviors=tuple(data.behaviors))
 
 
 def side_inputs(data: Prepared) -> SideInputs:

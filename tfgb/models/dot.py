@@ -72,12 +72,13 @@ class DotProductModel(GroupBuyingModel):
 
     def score_items(self, emb, initiator, candidates, training=False):
         """s(i|u) = <e_u, e_i>: [B] initiators, [B, C] items -> [B, C]."""
-        return tf.einsum("bd,bcd->bc", tf.gather(emb["users_i"], initiator), tf.gather(emb["items"], candidates))
+        logits = tf.einsum("bd,bcd->bc", tf.gather(emb["users_i"], initiator), tf.gather(emb["items"], candidates))
+        return self.combine_item_logits(emb, initiator[:, None], candidates, logits, training)
 
     def score_participants(self, emb, initiator, item, candidates, training=False):
-        """s(p|u,i) = <e_u, e_p> (MGBR Sec. III-B; the item is ignored): [B], [B], [B, C] -> [B, C]."""
-        del item
-        return tf.einsum("bd,bcd->bc", tf.gather(emb["users_i"], initiator), tf.gather(emb["users_p"], candidates))
+        """s(p|u,i) = <e_u, e_p> (MGBR Sec. III-B; the item is ignored, but by a plug-in): [B], [B], [B, C] -> [B, C]."""
+        logits = tf.einsum("bd,bcd->bc", tf.gather(emb["users_i"], initiator), tf.gather(emb["users_p"], candidates))
+        return self.combine_participant_logits(emb, initiator[:, None], item[:, None], candidates, logits, training)
 
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """``L_A + beta * L_B`` (BPR, Eq. 19 of MGBR) on one batch of the training stream."""

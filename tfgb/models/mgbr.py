@@ -198,7 +198,9 @@ class MGBR(GroupBuyingModel):
                                              tf.gather(emb["items"], tf.reshape(candidates, [-1])), b, c)
         logits = tf.reshape(self._logits(e_u, e_i, e_p, training, tasks=("a",))["a"], [b, c])
         logits += self._bias(emb, "item_bias", candidates)
-        return logits + self._launch(emb, initiator[:, None], candidates) if launch else logits
+        if launch:
+            logits += self._launch(emb, initiator[:, None], candidates)
+        return self.combine_item_logits(emb, initiator[:, None], candidates, logits, training)
 
     def launch_success(self, emb, initiator, item):
         """P(deal | launch): with ``launch_task`` sigmoid(r), the deal increment L_success trains
@@ -212,7 +214,8 @@ class MGBR(GroupBuyingModel):
         e_u, e_i, e_p = self._candidate_rows([tf.gather(emb["users_i"], initiator), tf.gather(emb["items"], item)],
                                              tf.gather(emb["users_p"], tf.reshape(candidates, [-1])), b, c)
         logits = tf.reshape(self._logits(e_u, e_i, e_p, training, tasks=("b",))["b"], [b, c])
-        return logits + self._bias(emb, "participant_bias", candidates)
+        logits += self._bias(emb, "participant_bias", candidates)
+        return self.combine_participant_logits(emb, initiator[:, None], item[:, None], candidates, logits, training)
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         """Score candidate matrices: ``{"items": [B, C], "participants": [B, C]}`` for the keys given."""
@@ -327,6 +330,14 @@ class MGBR(GroupBuyingModel):
             u = inputs["initiator"]
             a = {segment: x + self._launch(emb, u if x.shape.rank == 1 else u[:, None], rows.ids[segment]["i"])
                  for segment, x in a.items()}
+        # a plug-in's terms (tfgb.models.gprec), on the initiator, item and participant of every row
+        u, item = inputs["initiator"], inputs["item"]
+        a = {segment: self.combine_item_logits(emb, u if x.shape.rank == 1 else u[:, None], rows.ids[segment]["i"], x,
+                                               training) for segment, x in a.items()}
+        b = {segment: self.combine_participant_logits(
+            emb, u if x.shape.rank == 1 else u[:, None],
+            rows.ids[segment].get("i", item if x.shape.rank == 1 else item[:, None]), rows.ids[segment]["p"], x,
+            training) for segment, x in b.items()}
         dummy = tf.zeros_like(a["a_pos"])
         loss = self.task_a(dummy, tf.stack([a["a_pos"], a["a_neg"]], 1), training=training)  # Eq. 19
         loss += self.beta * self.task_b(dummy, tf.stack([b["b_pos"], b["b_neg"]], 1), training=training)
@@ -340,4 +351,4 @@ class MGBR(GroupBuyingModel):
         if self.learns_launches:
             loss += self.launch.loss(emb, inputs, lambda u, i: self.score_items(emb, u, i, training, launch=False),
                                      training)
-        return loss
+        return loss + self.plugin_loss(emb)

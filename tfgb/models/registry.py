@@ -152,6 +152,29 @@ class NMTRSettings:
 
 
 @dataclasses.dataclass
+class GPRecSettings:
+    """GPRec (paper 002) as a plug-in, ``model.user_modeling = "gprec"`` (:mod:`tfgb.models.gprec`)."""
+
+    strategy: str = "input"  # input (Eq. 14) | dynamic (Eq. 15-16) | ensemble (Eq. 17-18)
+    groups: int = 60  # G
+    tau: float = 0.5  # Gumbel-softmax temperature (Eq. 3)
+    gumbel: bool = True  # Gumbel noise on the masks in training (Eq. 3); never in evaluation or export
+    dim: int = 16  # d of the feature, personal and group embeddings (the paper: 16)
+    pool: str = "concat"  # r_G: concat (Eq. 6, G * d wide) | sum (of the G patterns, d wide)
+    lambda1: float = 1.0  # L_G
+    lambda2: float = 0.001  # L_G^Con (maximised)
+    lambda3: float = 0.0001  # L_O
+    orthogonal: str = "abs"  # L_O = mean |cos| (abs) | cos^2 (square) | the signed cosine of Eq. 13 (signed)
+    classifier_hidden: list[int] = dataclasses.field(default_factory=lambda: [64, 32])  # g, per group (Eq. 2)
+    mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [64, 32, 16])  # f1, f_G, f_P
+
+
+# Plug-ins: [model] key -> (its values, the section of its settings, the settings dataclass).
+PLUGINS = {"user_modeling": (("none", "gprec"), "gprec", GPRecSettings)}
+GPREC_BACKBONES = ("mgbr", "mamgbr", "mf-bpr", "lightgcn")
+
+
+@dataclasses.dataclass
 class NoSettings:
     """A model without hyper-parameters."""
 
@@ -262,9 +285,13 @@ def needs(config: Config) -> tuple[SideInputKind, ...]:
     when it learns a launch behaviour (``launch_task``, or NMTR's ``launch``)."""
     from tfgb.contract import INTERACTIONS
 
+    from tfgb.contract import USER_FEATURES
+
     chosen = settings(resolve(config))
     learns_launch = getattr(chosen, "launch_task", False) or getattr(chosen, "launch", False)
-    return (*entry(config.model.name).needs, *((INTERACTIONS,) if learns_launch else ()))
+    gprec = getattr(config.model, "user_modeling", "none") == "gprec"
+    return (*entry(config.model.name).needs, *((INTERACTIONS,) if learns_launch else ()),
+            *((USER_FEATURES,) if gprec else ()))
 
 
 def build(config: Config, context: ModelContext) -> Any:
@@ -275,11 +302,23 @@ def build(config: Config, context: ModelContext) -> Any:
     if config.train.block_chunk and e.expert_block and not e.chunkable:
         raise ConfigError(f"train.block_chunk is not supported by model '{config.model.name}': its block mixes the "
                           "rows of a batch in training (batch normalisation), so chunks would change the loss")
-    return e.load()(context, settings(config), config.train, name=config.model.name.replace("-", "_"))
+    cls, extra = e.load(), {}
+    if config.model.user_modeling == "gprec":
+        from tfgb.models.gprec import with_gprec
 
-_AT_LEAST_ONE = ("embedding_dim", "num_experts", "mtl_layers", "heads", "gcn_layers")
+        if e.name not in GPREC_BACKBONES:
+            raise ConfigError(f"model.user_modeling = 'gprec' plugs into {', '.join(GPREC_BACKBONES)}, not "
+                              f"'{config.model.name}'")
+        if config.model.gprec.strategy == "ensemble" and config.train.block_chunk:
+            raise ConfigError("model.gprec.strategy = 'ensemble' scores its towers inside the block's chunks: set "
+                              "train.block_chunk = 0, or use the input or dynamic strategy")
+        cls, extra = with_gprec(cls), {"gprec": config.model.gprec}
+    return cls(context, settings(config), config.train, name=config.model.name.replace("-", "_"), **extra)
+
+_AT_LEAST_ONE = ("embedding_dim", "num_experts", "mtl_layers", "heads", "gcn_layers", "groups", "dim")
 _CHOICES = {"graph": ("multi", "hetero"), "bias_init": ("zeros", "log_count"), "unit": ("gmf", "mlp", "neumf"),
-            "cascade": ("sum", "mean")}
+            "cascade": ("sum", "mean"), "strategy": ("input", "dynamic", "ensemble"), "pool": ("concat", "sum"),
+            "orthogonal": ("abs", "square", "signed")}
 
 
 def validate_settings(prefix: str, settings: Any) -> None:
@@ -293,13 +332,13 @@ def validate_settings(prefix: str, settings: Any) -> None:
             raise ConfigError(f"config key '{key}' must be one of {', '.join(_CHOICES[field.name])}, got {value!r}")
         if field.name.endswith("dropout") and not 0 <= value < 1:
             raise ConfigError(f"config key '{key}' must be in [0, 1)")
-        if field.name in ("init_std",) and value <= 0:
+        if field.name in ("init_std", "tau") and value <= 0:
             raise ConfigError(f"config key '{key}' must be positive")
         if field.name == "units" and any(u not in _CHOICES["unit"] for u in value):
             raise ConfigError(f"config key '{key}' must list units among {', '.join(_CHOICES['unit'])}, got {value}")
         if field.name == "weights" and value and (min(value) < 0 or sum(value) <= 0):
             raise ConfigError(f"config key '{key}' must be non-negative weights with a positive sum, got {value}")
-        if field.name == "launch_weight" and value < 0:
+        if field.name in ("launch_weight", "lambda1", "lambda2", "lambda3") and value < 0:
             raise ConfigError(f"config key '{key}' must be 0 or positive")
         if field.name == "mlp_layers" and value < 1:
             raise ConfigError(f"config key '{key}' must be at least 1")

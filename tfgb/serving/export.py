@@ -54,8 +54,9 @@ def list_versions(export_base: str | os.PathLike) -> list[int]:
     return sorted(int(p.name) for p in base.iterdir() if _VERSION.match(p.name) and p.is_dir())
 
 
-def with_oov_rows(emb: dict[str, tf.Tensor], kinds: dict[str, str]) -> dict[str, tf.Tensor]:
-    """Append the mean row to every per-user and per-item table (index U or I = out of vocabulary).
+def with_oov_rows(emb: dict[str, tf.Tensor], kinds: dict[str, str], rows: dict | None = None) -> dict[str, tf.Tensor]:
+    """Append the mean row to every per-user and per-item table (index U or I = out of vocabulary), or
+    the model's own out-of-vocabulary row where ``rows`` has one (GPRec's user with unknown features).
 
     ``kinds`` is the model's declaration (:meth:`~tfgb.models.base.GroupBuyingModel.table_kinds`):
     ``"user"`` and ``"item"`` tables get the row, ``"constant"`` tensors are kept as they are.
@@ -70,7 +71,9 @@ def with_oov_rows(emb: dict[str, tf.Tensor], kinds: dict[str, str]) -> dict[str,
     for key, value in emb.items():
         value = tf.convert_to_tensor(value)
         if kinds[key] in ("user", "item"):
-            value = tf.concat([value, tf.reduce_mean(value, axis=0, keepdims=True)], 0)
+            row = (rows or {}).get(key)
+            row = tf.reduce_mean(value, axis=0, keepdims=True) if row is None else tf.reshape(row, [1, -1])
+            value = tf.concat([value, tf.cast(row, value.dtype)], 0)
         out[key] = value
     return out
 
@@ -100,8 +103,9 @@ class ServingModule(tf.Module):
     def __init__(self, model, emb: dict[str, tf.Tensor], user_ids, item_ids):
         super().__init__(name="tfgb_serving")
         num_users, num_items = len(user_ids), len(item_ids)
+        oov = getattr(model, "oov_rows", lambda emb: {})
         self.embeddings = {key: tf.Variable(value, trainable=False, name=key)
-                           for key, value in with_oov_rows(emb, model.table_kinds()).items()}
+                           for key, value in with_oov_rows(emb, model.table_kinds(), oov(emb)).items()}
         self.users = _vocab_table(user_ids, "users")
         self.items = _vocab_table(item_ids, "items")
         self.scoring_variables: dict[str, tf.Variable] = {}
