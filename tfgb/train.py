@@ -231,6 +231,11 @@ def final_metrics(session: Session, reason: str, progress: bool = True) -> dict:
     out["test"] = split_report(session.model, session.data, "test", config.eval, config.train.seed, "all",
                                full_initiators=config.eval.full_max_initiators or None, progress=progress)
     out["parameters"] = session.parameters()
+    if hasattr(session.model, "gprec"):  # GPRec's groups: numbers here, the cosine heatmap beside them
+        from tfgb.evaluation import groups
+
+        out["gprec"] = groups.report(session.model)
+        groups.heatmap(session.model, session.run.path / "gprec_group_cosines.png")
     return out
 
 
@@ -274,6 +279,12 @@ def format_metrics(metrics: dict) -> str:
                 values.append(f"{key} {metrics[split][task][key]:.4f}")
             lines.append(f"{split:5s} {label:22s} {'  '.join(values)}")
         lines += _beyond_lists(split, metrics[split])
+    if "gprec" in metrics:
+        g = metrics["gprec"]
+        lines.append(f"gprec groups {g['groups']}: empty {g['empty_groups']}, full {g['full_groups']}, mask entropy "
+                     f"{g['mask_entropy_bits']:.3f} bits, occupancy entropy {g['occupancy_entropy_bits']:.2f} of "
+                     f"{g['max_entropy_bits']:.2f} bits, undecided masks {g['undecided_share']:.3f}, cos(p_i, n_i) "
+                     f"{g['own_pair_cosine_mean']:.3f} vs cos(p_i, n_j) {g['other_pair_cosine_mean']:.3f}")
     return "\n".join(lines)
 
 
