@@ -165,12 +165,14 @@ def test_the_contrastive_term_leaves_f1_untouched(tmp_module):
     assert all(x is not None and np.abs(x.numpy()).sum() > 0 for x in grads)
 
 
-@pytest.mark.parametrize("name, strategy", [("mf-bpr", "input"), ("mf-bpr", "dynamic"), ("mf-bpr", "ensemble"),
-                                            ("lightgcn", "input"), ("mgbr", "input"),
-                                            pytest.param("mgbr", "ensemble", marks=pytest.mark.slow),
-                                            pytest.param("mamgbr", "dynamic", marks=pytest.mark.slow)])
-def test_every_strategy_trains_and_scores_each_candidate_on_its_own(name, strategy, tmp_module):
+@pytest.mark.parametrize("name, strategy, personal", [
+    ("mf-bpr", "input", "own"), ("mf-bpr", "dynamic", "own"), ("mf-bpr", "ensemble", "backbone"),
+    ("lightgcn", "input", "backbone"), ("mgbr", "input", "own"),
+    pytest.param("mgbr", "ensemble", "own", marks=pytest.mark.slow),
+    pytest.param("mamgbr", "dynamic", "backbone", marks=pytest.mark.slow)])
+def test_every_strategy_trains_and_scores_each_candidate_on_its_own(name, strategy, personal, tmp_module):
     config = gprec_config(name, tmp_module, strategy)
+    config.model.gprec.personal = personal
     model, data = build(config)
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
     inputs = batch(data, config, 64)

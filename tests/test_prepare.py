@@ -177,9 +177,10 @@ def test_a_concurrent_writer_keeps_the_first_complete_cache(tmp_path):
 
 # The cache key: the input data, the data settings that shape the prepared arrays, FORMAT_VERSION.
 # Every field of the data section shapes the data except these (per source).
-NOT_SHAPING = {"files": {"cache_dir", "synth"},
+FEATURES = {"user_features", "user_feature_id_column"}  # read beside the cache (tfgb.data.features)
+NOT_SHAPING = {"files": {"cache_dir", "synth", *FEATURES},
                "synthetic": {"cache_dir", "files", "failed_launches", "format", "initiator_column", "item_column",
-                             "participants_column", "participant_separator", "behavior_column"}}
+                             "participants_column", "participant_separator", "behavior_column", *FEATURES}}
 SHAPING = {
     "files": [("source", "synthetic"), ("files", ["groups.txt", "failed.txt"]), ("failed_launches", ""),
               ("format", "beibei"), ("initiator_column", "u"), ("item_column", "i"), ("participants_column", "p"),

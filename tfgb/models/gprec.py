@@ -67,8 +67,9 @@ class UserModeling(tf.keras.layers.Layer):
         d = settings.dim
         self.features = [tf.keras.layers.Embedding(int(n), d, embeddings_initializer=init(), name=f"feature_{k}")
                          for k, n in enumerate(sizes)]
-        self.personal = tf.keras.layers.Embedding(self.num_users + 1, d, embeddings_initializer=init(),
-                                                  name="personal")
+        if settings.personal == "own":
+            self.personal = tf.keras.layers.Embedding(self.num_users + 1, d, embeddings_initializer=init(),
+                                                      name="personal")
         self.classifier = GroupClassifier(settings.groups, settings.classifier_hidden, name="classifier")
         self.group_embedding = DualGroupEmbedding(settings.groups, d, settings.pool, name="group_embedding")
         width = self.group_embedding.width
@@ -77,11 +78,16 @@ class UserModeling(tf.keras.layers.Layer):
         self.strategy_layers: dict[str, list] = {}
         self.terms = {name: tf.keras.metrics.Mean(name=name) for name in ("gprec_l_g", "gprec_l_con", "gprec_l_o")}
 
-    def represent(self, users: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
-        """``users`` [N] (index U = out of vocabulary) -> r_G, r_Con, r_P [N, W] and m1 [N, G]."""
+    def represent(self, users: tf.Tensor, training: bool = False, e_p: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """``users`` [N] (index U = out of vocabulary) -> r_G, r_Con, r_P [N, W] and m1 [N, G].
+
+        E_p is GPRec's own personal embedding (``model.gprec.personal = "own"``; zero for an unknown user),
+        or ``e_p`` [N, D], the backbone's row of each user (``"backbone"``: Eq. 1's one embedding table V).
+        """
         users = tf.reshape(users, [-1])
-        known = tf.cast(users < self.num_users, tf.float32)[:, None]
-        e_p = self.personal(users) * known  # an unknown user has no personal embedding
+        if e_p is None:
+            known = tf.cast(users < self.num_users, tf.float32)[:, None]
+            e_p = self.personal(users) * known  # an unknown user has no personal embedding
         codes = tf.gather(self._codes, users)
         e_u = tf.concat([e_p, *(table(codes[:, k]) for k, table in enumerate(self.features))], -1)
         m1 = masks(self.classifier(e_u), self.settings.tau, training and self.settings.gumbel)
@@ -146,36 +152,45 @@ class GPRecMixin:
                              for name in ("g_a", "p_a", "g_b", "p_b")}
 
     # -- representations into the backbone's tables -------------------------------------------------
+    def _personal(self, emb, users):
+        """E_p of ``users``: None (GPRec's own table) or the backbone's ``users_i`` rows."""
+        return tf.gather(emb["users_i"], users) if self.gprec.settings.personal == "backbone" else None
+
     def propagate_batch(self, inputs, training=False):
         fields = [tf.reshape(inputs[f], [-1]) for f in USER_FIELDS if f in inputs]
         users, position = tf.unique(tf.concat(fields, 0))  # initiators first, then participants
-        rep = self.gprec.represent(users, training)  # one mask draw per user and step
-        object.__setattr__(self, "_gprec_batch", (users, rep))
+        box = {"users": users}  # propagate fills in "rep": one mask draw per user and step
+        object.__setattr__(self, "_gprec_batch", box)
         try:
             emb = super().propagate_batch(inputs, training)
         finally:
             object.__setattr__(self, "_gprec_batch", None)
         b = tf.shape(inputs["initiator"])[0]
-        rows = {key: tf.gather(value, position[:2 * b]) for key, value in rep.items()}  # initiator, participant
+        rows = {key: tf.gather(value, position[:2 * b]) for key, value in box["rep"].items()}  # initiator, participant
         pos, neg = (tf.gather(emb["items"], tf.tile(inputs[key], [2])) for key in ("item", "neg_item"))
         emb["plugin_loss"] = self.gprec.aux_loss(rows, pos, neg)
         return emb
 
     def propagate(self, training=False, graphs=None):
         emb = super().propagate(training, graphs)
-        if self.gprec.settings.strategy == "ensemble":
+        ensemble = self.gprec.settings.strategy == "ensemble"
+        box = self._gprec_batch
+        if box is not None:  # a training step: the batch's users only
+            users = box["users"]
+            rep = box["rep"] = self.gprec.represent(users, training, self._personal(emb, users))
+            if not ensemble:
+                new = {key: self.gprec.transform(key, tf.gather(emb[key], users), rep) for key in TABLES}
+                for key in TABLES:
+                    emb[key] = tf.tensor_scatter_nd_update(emb[key], users[:, None], new[key])
             return emb
-        if self._gprec_batch is not None:  # a training step: the batch's users only
-            users, rep = self._gprec_batch
-            for key in TABLES:
-                new = self.gprec.transform(key, tf.gather(emb[key], users), rep)
-                emb[key] = tf.tensor_scatter_nd_update(emb[key], users[:, None], new)
+        if ensemble:
             return emb
         for key in TABLES:  # every user, for evaluation and export
             emb[f"gprec_base_{key}"] = tf.reduce_mean(emb[key], 0)  # for the out-of-vocabulary row
         parts = {key: [] for key in TABLES}
         for start in range(0, self.num_users, CHUNK):
-            rep = self.gprec.represent(tf.range(start, min(start + CHUNK, self.num_users)), training)
+            users = tf.range(start, min(start + CHUNK, self.num_users))
+            rep = self.gprec.represent(users, training, self._personal(emb, users))
             for key in TABLES:
                 parts[key].append(self.gprec.transform(key, emb[key][start:start + CHUNK], rep))
         emb.update({key: tf.concat(parts[key], 0) for key in TABLES})
@@ -192,19 +207,22 @@ class GPRecMixin:
         embedding, on the backbone's mean row (the export appends it; other tables keep the mean row)."""
         if self.gprec.settings.strategy == "ensemble":
             return {}
-        rep = self.gprec.represent(tf.constant([self.num_users]))
+        e_p = emb["gprec_base_users_i"][None, :] if self.gprec.settings.personal == "backbone" else None
+        rep = self.gprec.represent(tf.constant([self.num_users]), e_p=e_p)
         return {key: self.gprec.transform(key, emb[f"gprec_base_{key}"][None, :], rep)[0] for key in TABLES}
 
     # -- the ensemble strategy: logits averaged with the group and personal towers ------------------
-    def _towers(self, task, users, items, parts=None, training=False):
-        rep_u = self.gprec.represent(users, training)
-        x_i = tf.reshape(items, [-1, items.shape[-1]])
+    def _towers(self, emb, users, items, parts=None, training=False):
         shape = tf.shape(users)
+        users = tf.reshape(users, [-1])
+        rep_u = self.gprec.represent(users, training, self._personal(emb, users))
+        x_i = tf.reshape(items, [-1, items.shape[-1]])
         if parts is None:
             g = self.ensemble["g_a"](tf.concat([rep_u["r_g"], x_i], -1))
             p = self.ensemble["p_a"](tf.concat([rep_u["r_p"], x_i], -1))
         else:
-            rep_p = self.gprec.represent(parts, training)
+            parts = tf.reshape(parts, [-1])
+            rep_p = self.gprec.represent(parts, training, self._personal(emb, parts))
             g = self.ensemble["g_b"](tf.concat([rep_u["r_g"], rep_p["r_g"], x_i], -1))
             p = self.ensemble["p_b"](tf.concat([rep_u["r_p"], rep_p["r_p"], x_i], -1))
         return tf.reshape(g + p, shape)
@@ -216,7 +234,7 @@ class GPRecMixin:
             return logits
         shape = tf.shape(logits)
         users, items = tf.broadcast_to(users, shape), tf.broadcast_to(items, shape)
-        return (logits + self._towers("a", users, tf.gather(emb["items"], items), training=training)) / 3.0
+        return (logits + self._towers(emb, users, tf.gather(emb["items"], items), training=training)) / 3.0
 
     def combine_participant_logits(self, emb, users, items, parts, logits, training=False):
         """Eq. 18 for task B: ``users``, ``items``, ``parts`` index arrays of ``logits``' shape."""
@@ -225,7 +243,7 @@ class GPRecMixin:
             return logits
         shape = tf.shape(logits)
         users, items, parts = (tf.broadcast_to(x, shape) for x in (users, items, parts))
-        return (logits + self._towers("b", users, tf.gather(emb["items"], items), parts, training)) / 3.0
+        return (logits + self._towers(emb, users, tf.gather(emb["items"], items), parts, training)) / 3.0
 
 
 _CLASSES: dict[type, type] = {}

@@ -160,6 +160,7 @@ class GPRecSettings:
     tau: float = 0.5  # Gumbel-softmax temperature (Eq. 3)
     gumbel: bool = True  # Gumbel noise on the masks in training (Eq. 3); never in evaluation or export
     dim: int = 16  # d of the feature, personal and group embeddings (the paper: 16)
+    personal: str = "own"  # E_p: GPRec's own user embedding (own) or the backbone's initiator row (backbone)
     pool: str = "concat"  # r_G: concat (Eq. 6, G * d wide) | sum (of the G patterns, d wide)
     lambda1: float = 1.0  # L_G
     lambda2: float = 0.001  # L_G^Con (maximised)
@@ -318,7 +319,7 @@ def build(config: Config, context: ModelContext) -> Any:
 _AT_LEAST_ONE = ("embedding_dim", "num_experts", "mtl_layers", "heads", "gcn_layers", "groups", "dim")
 _CHOICES = {"graph": ("multi", "hetero"), "bias_init": ("zeros", "log_count"), "unit": ("gmf", "mlp", "neumf"),
             "cascade": ("sum", "mean"), "strategy": ("input", "dynamic", "ensemble"), "pool": ("concat", "sum"),
-            "orthogonal": ("abs", "square", "signed")}
+            "orthogonal": ("abs", "square", "signed"), "personal": ("own", "backbone")}
 
 
 def validate_settings(prefix: str, settings: Any) -> None:
