@@ -15,7 +15,13 @@ from tfgb import models
 from tfgb.data import features as user_features
 from tfgb.data.prepare import prepare
 from tfgb.errors import ConfigError, DataError
-from tfgb.layers.gprec import DualGroupEmbedding, GroupClassifier, PreferenceMLP, masks, orthogonal_loss
+from tfgb.layers.gprec import (
+    DualGroupEmbedding,
+    GroupClassifier,
+    PreferenceMLP,
+    masks,
+    orthogonal_loss,
+)
 
 
 def cosine(a, b):
@@ -155,11 +161,9 @@ def test_the_contrastive_term_leaves_f1_untouched(tmp_module):
     g = model.gprec
     with tf.GradientTape(persistent=True) as tape:
         rep = g.represent(users, training=True)
-        s = g.settings
         con = (g.f1(tf.concat([rep["r_con"], pos], -1), frozen=True)
                - g.f1(tf.concat([rep["r_con"], neg], -1), frozen=True))
         l_con = tf.reduce_mean(tf.nn.softplus(-con))
-        del s
     assert all(x is None for x in tape.gradient(l_con, g.f1.trainable_variables))
     grads = tape.gradient(l_con, g.group_embedding.trainable_variables + g.classifier.trainable_variables)
     assert all(x is not None and np.abs(x.numpy()).sum() > 0 for x in grads)
@@ -197,7 +201,7 @@ def test_every_strategy_trains_and_scores_each_candidate_on_its_own(name, strate
 
 def test_evaluation_masks_are_the_training_representation_without_noise(tmp_module):
     config = gprec_config("mf-bpr", tmp_module)
-    model, data = build(config)
+    model, _ = build(config)
     emb = model.propagate()
     users = tf.constant([0, 5, 7])
     rep = model.gprec.represent(users)

@@ -167,7 +167,7 @@ def read(path: str | os.PathLike, id_column: str, data: Prepared, fmt: str = "au
     codes = {c: np.zeros(data.num_users, np.int32) for c in others}
     for c in others:
         codes[c][index[known]] = row_codes[c][known]
-    report = {"rows": int(len(ids)), "users_found": int(known.sum()),
+    report = {"rows": len(ids), "users_found": int(known.sum()),
               "users_without_row": int(data.num_users - known.sum()), "unknown_users": int((~known).sum()),
               "extra": {"ids": ids[~known].tolist(), "codes": {c: row_codes[c][~known].tolist() for c in others}}}
     return spec, UserFeatures(columns=codes, sizes=spec.sizes()), report

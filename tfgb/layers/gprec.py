@@ -31,8 +31,15 @@ from typing import Any
 
 import tensorflow as tf
 
-__all__ = ["GroupClassifier", "DualGroupEmbedding", "PreferenceMLP", "masks", "orthogonal_loss", "ORTHOGONAL",
-           "POOLS"]
+__all__ = [
+    "ORTHOGONAL",
+    "POOLS",
+    "DualGroupEmbedding",
+    "GroupClassifier",
+    "PreferenceMLP",
+    "masks",
+    "orthogonal_loss",
+]
 
 ORTHOGONAL = ("abs", "square", "signed")
 POOLS = ("concat", "sum")

@@ -35,7 +35,13 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfgb.layers.gprec import DualGroupEmbedding, GroupClassifier, PreferenceMLP, masks, orthogonal_loss
+from tfgb.layers.gprec import (
+    DualGroupEmbedding,
+    GroupClassifier,
+    PreferenceMLP,
+    masks,
+    orthogonal_loss,
+)
 
 STRATEGIES = ("input", "dynamic", "ensemble")
 BACKBONES = ("mgbr", "mamgbr", "mf-bpr", "lightgcn")

@@ -284,9 +284,7 @@ def learns_behaviors(config: Config) -> bool:
 def needs(config: Config) -> tuple[SideInputKind, ...]:
     """The side inputs the recipe's model reads: its entry's, plus the interactions with their behaviour
     when it learns a launch behaviour (``launch_task``, or NMTR's ``launch``)."""
-    from tfgb.contract import INTERACTIONS
-
-    from tfgb.contract import USER_FEATURES
+    from tfgb.contract import INTERACTIONS, USER_FEATURES
 
     chosen = settings(resolve(config))
     learns_launch = getattr(chosen, "launch_task", False) or getattr(chosen, "launch", False)
