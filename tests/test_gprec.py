@@ -138,7 +138,7 @@ def test_the_aux_loss_is_eq_20_of_its_logged_terms(tmp_module):
     inputs = batch(data, config)
     emb = model.propagate_batch(inputs, training=False)
     terms = {name: float(m.result()) for name, m in model.gprec.terms.items()}
-    want = 0.7 * terms["gprec_l_g"] - 0.3 * terms["gprec_l_con"] + 0.2 * terms["gprec_l_o"]
+    want = 0.7 * terms["loss_gprec_g"] - 0.3 * terms["loss_gprec_con"] + 0.2 * terms["loss_gprec_o"]
     assert float(emb["plugin_loss"]) == pytest.approx(want, rel=1e-5)
     # L_G by hand: BPR of f1([r_G(u); e_i]) against f1([r_G(u); e_i-]), initiators then participants
     users = np.concatenate([inputs["initiator"].numpy(), inputs["participant"].numpy()])
@@ -147,7 +147,7 @@ def test_the_aux_loss_is_eq_20_of_its_logged_terms(tmp_module):
     pos, neg = (np.tile(inputs[k].numpy(), 2) for k in ("item", "neg_item"))
     diff = (model.gprec.f1(tf.concat([rep["r_g"], items[pos]], -1))
             - model.gprec.f1(tf.concat([rep["r_g"], items[neg]], -1))).numpy()
-    assert terms["gprec_l_g"] == pytest.approx(float(np.mean(np.log1p(np.exp(-diff)))), rel=1e-5)
+    assert terms["loss_gprec_g"] == pytest.approx(float(np.mean(np.log1p(np.exp(-diff)))), rel=1e-5)
 
 
 def test_the_contrastive_term_leaves_f1_untouched(tmp_module):
@@ -207,6 +207,23 @@ def test_evaluation_masks_are_the_training_representation_without_noise(tmp_modu
     rep = model.gprec.represent(users)
     want = model.gprec.transform("users_i", model.users(users), rep)  # MF's own rows, transformed
     np.testing.assert_allclose(tf.gather(emb["users_i"], users).numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("personal", ["own", "backbone"])
+def test_group_diagnostics_read_the_inference_masks(personal, tmp_module):
+    from tfgb.evaluation import groups
+
+    config = gprec_config("mf-bpr", tmp_module)
+    config.model.gprec.personal = personal
+    model, data = build(config)
+    m = groups.assignments(model)
+    assert m.shape == (data.num_users, 4)
+    found = groups.report(model)
+    assert found["occupancy"] == [round(float(x), 4) for x in (m > 0.5).mean(0)]
+    assert found["undecided_share"] == round(float(((m > 0.05) & (m < 0.95)).mean()), 4)
+    assert 0 <= found["mask_entropy_bits"] <= 1 and found["occupancy_entropy_bits"] <= found["max_entropy_bits"]
+    path = groups.heatmap(model, tmp_module / f"cos-{personal}.png")
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_recipe_is_checked(tmp_module):

@@ -82,7 +82,7 @@ class UserModeling(tf.keras.layers.Layer):
         self.f1 = PreferenceMLP(settings.mlp_hidden, name="f1")
         self.f2 = PreferenceMLP([64], output_units=width, name="f2")
         self.strategy_layers: dict[str, list] = {}
-        self.terms = {name: tf.keras.metrics.Mean(name=name) for name in ("gprec_l_g", "gprec_l_con", "gprec_l_o")}
+        self.terms = {name: tf.keras.metrics.Mean(name=name) for name in ("loss_gprec_g", "loss_gprec_con", "loss_gprec_o")}
 
     def represent(self, users: tf.Tensor, training: bool = False, e_p: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         """``users`` [N] (index U = out of vocabulary) -> r_G, r_Con, r_P [N, W] and m1 [N, G].
