@@ -15,8 +15,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
     tmp = tmp_path_factory.mktemp("tiny")
     config = load_config(None, ["train.epochs=1", "train.budget_steps=0", "data.synth.groups=1500", "data.synth.users=600",
-                                "data.synth.items=150", "model.mgbr.bias=true", "eval.full_max_initiators=0",
-                                f"data.cache_dir={tmp}/cache"])
+                                "data.synth.items=150", "model.mgbr.bias=true", f"data.cache_dir={tmp}/cache"])
     train(config, None, tmp / "run", progress=False)
     return tmp / "run"
 
