@@ -2,6 +2,8 @@
 four backbones (every strategy trains; scores are per row; export and REST with unknown users)."""
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -223,7 +225,7 @@ def test_group_diagnostics_read_the_inference_masks(personal, tmp_module):
     assert found["undecided_share"] == round(float(((m > 0.05) & (m < 0.95)).mean()), 4)
     assert 0 <= found["mask_entropy_bits"] <= 1 and found["occupancy_entropy_bits"] <= found["max_entropy_bits"]
     path = groups.heatmap(model, tmp_module / f"cos-{personal}.png")
-    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert pathlib.Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_recipe_is_checked(tmp_module):
