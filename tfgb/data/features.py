@@ -123,12 +123,7 @@ def derive(data: Prepared) -> tuple[FeatureSpec, UserFeatures]:
 
 def read(path: str | os.PathLike, id_column: str, data: Prepared, fmt: str = "auto"
          ) -> tuple[FeatureSpec, UserFeatures, dict]:
-    """The feature table ``path``: codes of every vocabulary user, and a report.
-
-    Numeric columns (every value a number) are bucketised on the vocabulary users' values; the rest are
-    categorical. The report counts rows, vocabulary users found, users without a row, and rows of users
-    outside the vocabulary (``extra``: their raw ids and codes, for the export).
-    """
+    """The feature table ``path`` (CSV / TSV / Parquet): see :func:`from_frame`."""
     import pandas as pd
 
     from tfgb.data.readers import file_format
@@ -144,6 +139,19 @@ def read(path: str | os.PathLike, id_column: str, data: Prepared, fmt: str = "au
         raise DataError(path, "user feature file not found") from None
     except Exception as exc:  # noqa: BLE001 - any parse failure is the file's
         raise DataError(path, f"cannot read the user feature table ({exc})") from None
+    return from_frame(frame, id_column, data, path)
+
+
+def from_frame(frame, id_column: str, data: Prepared, path: str = "user features"
+               ) -> tuple[FeatureSpec, UserFeatures, dict]:
+    """Codes of every vocabulary user from a feature table (``path`` names it in errors), and a report.
+
+    Numeric columns (every value a number) are bucketised on the vocabulary users' values; the rest are
+    categorical. The report counts rows, vocabulary users found, users without a row, and rows of users
+    outside the vocabulary (``extra``: their raw ids and codes, for the export).
+    """
+    import pandas as pd
+
     if id_column not in frame.columns:
         raise DataError(path, f"no user id column '{id_column}' (columns: {', '.join(map(str, frame.columns))}); "
                         "set data.user_feature_id_column")
@@ -160,7 +168,8 @@ def read(path: str | os.PathLike, id_column: str, data: Prepared, fmt: str = "au
     for c in others:
         as_number = pd.to_numeric(frame[c], errors="coerce")
         if as_number.notna().sum() == frame[c].notna().sum():
-            columns[c], _ = as_number.to_numpy(np.float64), numeric.add(c)
+            columns[c] = as_number.to_numpy(np.float64)
+            numeric.add(c)
         else:
             columns[c] = frame[c].to_numpy(object)
     spec, row_codes = build(columns, numeric, "file", fit_rows=np.flatnonzero(known))
@@ -217,18 +226,13 @@ def for_recipe(config, data: Prepared, data_dir: str | None) -> tuple[FeatureSpe
         if config.data.source != "synthetic":
             raise ConfigError("data.user_features = 'synthetic' is the synthetic generator's table: it needs "
                               "data.source = 'synthetic'")
-        import tempfile
-
         table = synth.user_features(config.data.synth.users, config.data.synth.items, config.data.synth.seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "user_features.csv")
-            table.to_csv(path, index=False)
-            return read(path, "user", data)
+        return from_frame(table, "user", data, "synthetic user features")
     if source:
         if data_dir is None and not os.path.isabs(source):
             raise ConfigError(f"data.user_features = '{source}' is relative to --data-dir, which was not given")
         return read(os.path.join(data_dir or "", source), config.data.user_feature_id_column, data)
-    if getattr(config.model, "user_modeling", "none") != "none":
+    if config.model.user_modeling != "none":
         spec, features = derive(data)
         return spec, features, {"rows": data.num_users, "users_found": data.num_users}
     return None

@@ -144,6 +144,11 @@ class GroupBuyingModel(tfrs.Model):
         """Task B logits after a plug-in's own terms (``users``, ``items``, ``parts`` broadcastable)."""
         return logits
 
+    def oov_rows(self, emb: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Out-of-vocabulary rows of the model's own for some of ``emb``'s user / item tables; the export
+        appends the mean row to every other table."""
+        return {}
+
     @staticmethod
     def plugin_loss(emb: dict[str, tf.Tensor]) -> tf.Tensor | float:
         """A plug-in's loss terms for the batch ``emb`` was propagated for (``propagate_batch``), or 0."""

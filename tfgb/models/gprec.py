@@ -43,8 +43,6 @@ from tfgb.layers.gprec import (
     orthogonal_loss,
 )
 
-STRATEGIES = ("input", "dynamic", "ensemble")
-BACKBONES = ("mgbr", "mamgbr", "mf-bpr", "lightgcn")
 TABLES = ("users_i", "users_p")
 # The user fields of a training batch whose users GPRec represents in a step.
 USER_FIELDS = ("initiator", "participant", "neg_participant", "aux_participants", "behavior_user")

@@ -288,7 +288,7 @@ def needs(config: Config) -> tuple[SideInputKind, ...]:
 
     chosen = settings(resolve(config))
     learns_launch = getattr(chosen, "launch_task", False) or getattr(chosen, "launch", False)
-    gprec = getattr(config.model, "user_modeling", "none") == "gprec"
+    gprec = config.model.user_modeling == "gprec"
     return (*entry(config.model.name).needs, *((INTERACTIONS,) if learns_launch else ()),
             *((USER_FEATURES,) if gprec else ()))
 

@@ -103,9 +103,8 @@ class ServingModule(tf.Module):
     def __init__(self, model, emb: dict[str, tf.Tensor], user_ids, item_ids):
         super().__init__(name="tfgb_serving")
         num_users, num_items = len(user_ids), len(item_ids)
-        oov = getattr(model, "oov_rows", lambda emb: {})
         self.embeddings = {key: tf.Variable(value, trainable=False, name=key)
-                           for key, value in with_oov_rows(emb, model.table_kinds(), oov(emb)).items()}
+                           for key, value in with_oov_rows(emb, model.table_kinds(), model.oov_rows(emb)).items()}
         self.users = _vocab_table(user_ids, "users")
         self.items = _vocab_table(item_ids, "items")
         self.scoring_variables: dict[str, tf.Variable] = {}
