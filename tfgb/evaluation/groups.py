@@ -15,19 +15,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import tensorflow as tf
 
 
-def assignments(model, chunk: int = 8192) -> np.ndarray:
-    """m^1 at inference for every vocabulary user, ``float32`` [U, G] (with the backbone's rows as E_p
-    under ``model.gprec.personal = "backbone"``)."""
-    emb = model.propagate() if model.gprec.settings.personal == "backbone" else None
-    out = []
-    for start in range(0, model.num_users, chunk):
-        users = tf.range(start, min(start + chunk, model.num_users))
-        e_p = None if emb is None else model._personal(emb, users)
-        out.append(model.gprec.represent(users, e_p=e_p)["m1"].numpy())
-    return np.concatenate(out, 0)
+def assignments(model) -> np.ndarray:
+    """m^1 at inference for every vocabulary user, ``float32`` [U, G]."""
+    return model.group_masks()
 
 
 def report(model) -> dict:

@@ -192,13 +192,23 @@ class GPRecMixin:
         for key in TABLES:  # every user, for evaluation and export
             emb[f"gprec_base_{key}"] = tf.reduce_mean(emb[key], 0)  # for the out-of-vocabulary row
         parts = {key: [] for key in TABLES}
-        for start in range(0, self.num_users, CHUNK):
-            users = tf.range(start, min(start + CHUNK, self.num_users))
-            rep = self.gprec.represent(users, training, self._personal(emb, users))
+        for start, rep in self._every_user(emb, training):
             for key in TABLES:
                 parts[key].append(self.gprec.transform(key, emb[key][start:start + CHUNK], rep))
         emb.update({key: tf.concat(parts[key], 0) for key in TABLES})
         return emb
+
+    def _every_user(self, emb, training=False):
+        """(first user, representations) of every chunk of ``CHUNK`` users, E_p from the backbone's ``emb``."""
+        for start in range(0, self.num_users, CHUNK):
+            users = tf.range(start, min(start + CHUNK, self.num_users))
+            yield start, self.gprec.represent(users, training, self._personal(emb, users))
+
+    def group_masks(self) -> np.ndarray:
+        """m^1 at inference of every vocabulary user, ``float32`` [U, G], E_p from the backbone's own
+        (untransformed) rows, as evaluation computes them."""
+        emb = super().propagate()
+        return np.concatenate([rep["m1"].numpy() for _, rep in self._every_user(emb)], 0)
 
     def table_kinds(self):
         kinds = dict(super().table_kinds())
