@@ -4,7 +4,8 @@ The backbone is unchanged (its propagation, scorer and losses); GPRec adds bi-le
 (:mod:`tfgb.layers.gprec`) from the ``user_features`` side input and the user's own personal embedding:
 
 * E_o = the embeddings of the user's feature codes (one table per column), E_p = a personal (user id)
-  embedding of GPRec's own (Eq. 1: GPRec's personal features are id-like); E_u = [E_p; E_o].
+  embedding of GPRec's own (``personal = "own"``), or the backbone's own ``users_i`` row of the user
+  (``"backbone"``: Eq. 1's one table V); E_u = [E_p; E_o].
 * r_G from the group classifier, the Gumbel masks and the dual group embeddings (Eq. 2-6); r_P = f2(E_p)
   (Eq. 12), as wide as r_G.
 
