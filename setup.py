@@ -16,7 +16,7 @@ setup(
         "tf-keras==2.21.0",
         "tensorflow-recommenders==0.7.7",
         "keras-tuner==1.4.8",
-        "scikit-learn==1.9.1",  # KerasTuner's Bayesian optimisation (--tuner bayesian)
+        "scikit-learn==1.9.1",  # KerasTuner's Bayesian optimisation (--tuner bayesian); the SVD of tfgb.data.scenarios
         "tensorboard==2.21.0",
         "numpy>=1.26,<3",
         "pandas>=2.2,<4",

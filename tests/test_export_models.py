@@ -108,7 +108,7 @@ def test_export_serves_in_process_scores_and_scores_unknown_ids_as_the_mean_row(
         if kind in rows:
             assert scorer.emb[key].shape[0] == rows[kind], (key, scorer.emb[key].shape)
             assert loaded.embeddings[key].shape[0] == rows[kind] + 1, key  # + the out-of-vocabulary row
-    oov = mean_rows(scorer.emb, kinds)
+    oov = mean_rows(scorer.emb, kinds, model.oov_rows(scorer.emb))
 
     lists = data.test_candidates.take(np.arange(LISTS))
     users = data.user_vocab.ids.astype(str)

@@ -177,7 +177,9 @@ def test_a_concurrent_writer_keeps_the_first_complete_cache(tmp_path):
 
 # The cache key: the input data, the data settings that shape the prepared arrays, FORMAT_VERSION.
 # Every field of the data section shapes the data except these (per source).
-FEATURES = {"user_features", "user_feature_id_column"}  # read beside the cache (tfgb.data.features)
+FEATURES = {"user_features", "user_feature_id_column",  # read beside the cache (tfgb.data.features,
+            "item_categories", "item_category_id_column", "item_category_path_column",  # scenarios, relations)
+            "category_separator", "category_depth", "category_branching", "user_relations", "user_relation_columns"}
 NOT_SHAPING = {"files": {"cache_dir", "synth", *FEATURES},
                "synthetic": {"cache_dir", "files", "failed_launches", "format", "initiator_column", "item_column",
                              "participants_column", "participant_separator", "behavior_column", *FEATURES}}
@@ -187,7 +189,7 @@ SHAPING = {
               ("participant_separator", ","), ("split", [0.7, 0.2, 0.1]), ("seed", 1), ("negatives", 10),
               ("behaviors", ["start", "launch", "deal"]), ("behavior_column", "kind")],
     "synthetic": [("source", "files"), ("synth.users", 201), ("synth.items", 51), ("synth.groups", 801),
-                  ("synth.seed", 8), ("split", [0.8, 0.15, 0.05]), ("seed", 1), ("negatives", 10),
+                  ("synth.seed", 8), ("synth.tree", True), ("split", [0.8, 0.15, 0.05]), ("seed", 1), ("negatives", 10),
                   ("behaviors", ["start", "deal"])],
 }
 

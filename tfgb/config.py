@@ -29,6 +29,9 @@ class SynthConfig:
     items: int = 400
     groups: int = 6000
     seed: int = 7
+    # Plant a category tree (tfgb.data.synth_tree): the item's top branch decides who joins its groups.
+    # false = the data of the generator without a tree, bit for bit.
+    tree: bool = False
 
 
 @dataclasses.dataclass
@@ -56,6 +59,21 @@ class DataConfig:
     # generator's planted table); empty = derived from the training split when a model uses them.
     user_features: str = ""
     user_feature_id_column: str = "user"
+    # Item categories (TreeMS's scenario tree, tfgb.data.scenarios): a CSV / TSV / Parquet table of (item id,
+    # category path) relative to --data-dir, or "synthetic" (the planted tree of data.synth.tree); empty =
+    # a proxy tree derived from the training split (items clustered by their training users) when a model
+    # needs one: category_depth levels of category_branching clusters each.
+    item_categories: str = ""
+    item_category_id_column: str = "item"
+    item_category_path_column: str = "path"  # e.g. "baby/feeding/bottles"
+    category_separator: str = "/"  # between the components of a path
+    category_depth: int = 3
+    category_branching: int = 6
+    # User relations (TreeMS's multi-view graph, tfgb.data.relations): views derived from the training split,
+    # plus a CSV / TSV / Parquet table relative to --data-dir with the columns (source user, destination
+    # user, relation name) of user_relation_columns: every relation name is one more view.
+    user_relations: str = ""
+    user_relation_columns: list[str] = dataclasses.field(default_factory=lambda: ["src", "dst", "relation"])
     synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)
 
 

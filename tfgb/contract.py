@@ -18,12 +18,13 @@ Two things cross that boundary:
      reached its size). A row carries the furthest behaviour it reached, so in a cascade
      ``launch -> deal`` a deal is a launch too.
    * ``user_features``: categorical columns per user (integer codes, 0 = unknown).
-   * ``item_categories``: a root-to-leaf category path per item.
-   * ``user_relations``: typed user-user edges.
+   * ``item_categories``: a root-to-leaf category path per item (a scenario tree).
+   * ``user_relations``: typed user-user edges, one view per relation.
 
-Only ``interactions`` can be derived from today's data (deal groups and failed launches); the
-other kinds are declared here so that the models that need them plug in without a change of
-contract, and their readers land with those models.
+Each kind but ``interactions`` is read from a file or derived from the training split (deal groups
+and failed launches): :mod:`tfgb.data.features`, :mod:`tfgb.data.scenarios` (a proxy tree by
+clustering the items' training users) and :mod:`tfgb.data.relations` (who met whom in a training
+group, who launched the same item).
 """
 from __future__ import annotations
 
@@ -161,20 +162,72 @@ class UserFeatures:
 
 @dataclasses.dataclass(frozen=True)
 class ItemCategories:
-    """Category paths: ``nodes`` ``int32`` [I, depth] node ids from the root (0 = padding), ``names`` per id."""
+    """A category tree and the root-to-deepest path of every item (:mod:`tfgb.data.scenarios`).
+
+    Node ids: 0 is reserved (unknown / out of vocabulary), 1 is the implicit root (name ``""``) that
+    starts every path, 2.. the categories. A node's name is its full path prefix (``"baby"``,
+    ``"baby/feeding"``), so equal names at different places of the tree stay distinct nodes.
+
+    Attributes:
+      nodes: ``int32`` [I, H], one row per item of the item vocabulary: its path from the root,
+        H = 1 + the deepest depth. A path shorter than H repeats its deepest node to the end; an
+        item without a path is ``[1, 1, ..., 1]`` (the root only). ``nodes[:, -1]`` is each item's leaf.
+      names: [N] the name of every node id.
+      parent: ``int32`` [N] the parent of every node id (0 for the root and for id 0).
+    """
 
     nodes: np.ndarray
     names: tuple[str, ...]
+    parent: np.ndarray
+
+    def __post_init__(self):
+        if self.nodes.ndim != 2 or self.nodes.shape[1] < 1:
+            raise ValueError(f"item categories: nodes must be [items, H >= 1], got shape {self.nodes.shape}")
+        if len(self.parent) != len(self.names) or len(self.names) < 2:
+            raise ValueError("item categories: names and parent need one entry per node id, ids 0 and 1 included")
+        if self.nodes.size and (self.nodes.min() < 1 or self.nodes.max() >= len(self.names)):
+            raise ValueError(f"item categories: node ids of the paths must be in [1, {len(self.names)})")
+
+    @property
+    def num_nodes(self) -> int:
+        """N: node ids, the reserved 0 and the root included."""
+        return len(self.names)
+
+    @property
+    def height(self) -> int:
+        """H: path length, 1 + the deepest depth."""
+        return int(self.nodes.shape[1])
 
 
 @dataclasses.dataclass(frozen=True)
 class UserRelations:
-    """Typed user-user edges: ``src``, ``dst`` ``int32`` [E], ``relation`` ``int8`` [E] into ``names``."""
+    """Typed user-user edges, one view per relation name (:mod:`tfgb.data.relations`).
+
+    Attributes:
+      src, dst: ``int32`` [E] user vocabulary indices.
+      relation: ``int8`` [E] index into ``names``, the view of each edge.
+      names: the view names.
+      weight: ``float32`` [E] the training evidence behind each edge (deal groups, shared items or file
+        rows), or None when unweighted.
+    """
 
     src: np.ndarray
     dst: np.ndarray
     relation: np.ndarray
     names: tuple[str, ...]
+    weight: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(self.src)
+        if len(self.dst) != n or len(self.relation) != n or (self.weight is not None and len(self.weight) != n):
+            raise ValueError("user relations: src, dst, relation and weight must have the same length")
+        if n and (self.relation.min() < 0 or self.relation.max() >= len(self.names)):
+            raise ValueError(f"user relations: relation codes must index {self.names}")
+
+    def counts(self) -> dict[str, int]:
+        """Edges per view name."""
+        found = np.bincount(self.relation, minlength=len(self.names))
+        return {name: int(c) for name, c in zip(self.names, found)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,15 @@ def validate(config: Config) -> None:
         raise ConfigError("config key 'data.negatives' must be at least 1")
     if len(d.behaviors) < 2 or len(set(d.behaviors)) != len(d.behaviors):
         raise ConfigError(f"config key 'data.behaviors' must list 2+ distinct behaviours, deal last, got {d.behaviors}")
+    if d.category_depth < 1:
+        raise ConfigError("config key 'data.category_depth' must be at least 1 (levels of the derived category tree)")
+    if d.category_branching < 2:
+        raise ConfigError("config key 'data.category_branching' must be at least 2 (clusters per derived category)")
+    if not d.category_separator:
+        raise ConfigError("config key 'data.category_separator' must not be empty")
+    if len(d.user_relation_columns) != 3 or len(set(d.user_relation_columns)) != 3 or not all(d.user_relation_columns):
+        raise ConfigError("config key 'data.user_relation_columns' must name three distinct columns (source user, "
+                          f"destination user, relation), got {d.user_relation_columns}")
     if not 0.0 <= config.train.hard_negatives <= 1.0:
         raise ConfigError("config key 'train.hard_negatives' must be a probability in [0, 1]")
     from tfgb.models import registry

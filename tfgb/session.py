@@ -116,7 +116,8 @@ class Session:
             features = user_features.for_recipe(config, data, data_dir)
             if features is not None:
                 user_features.save(run.path, *features[:2], extra=features[2].get("extra"))
-        model = models.build_for(config, data, features[1] if features else None)
+        categories, relations = side_tables(config, data, data_dir, run)
+        model = models.build_for(config, data, features[1] if features else None, categories, relations)
         model.compile(optimizer=make_optimizer(config.train))
         progress = Progress()
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, progress=progress)
@@ -183,6 +184,30 @@ class Session:
     def parameters(self) -> int:
         """Trainable parameters of the model."""
         return int(sum(v.shape.num_elements() for v in self.model.trainable_variables))
+
+
+def side_tables(config: cfg.Config, data: Prepared, data_dir: str | None, run: RunDir):
+    """The item categories and user relations of a run (None where the recipe neither names nor needs them).
+
+    The categories are the run's own when it saved them (a resumed or reopened run: a derived tree is
+    not derived again), else read or derived (:func:`tfgb.data.scenarios.for_recipe`) and saved in the run
+    dir. The relations are rebuilt from the training split (and ``data.user_relations``) every time:
+    they are a function of the data and the recipe.
+    """
+    from tfgb.contract import ITEM_CATEGORIES, USER_RELATIONS
+    from tfgb.data import relations as relations_lib
+    from tfgb.data import scenarios
+
+    needs = models.registry.needs(config)
+    found = scenarios.load(run.path)
+    if found is None:
+        found = scenarios.for_recipe(config, data, data_dir, needed=ITEM_CATEGORIES in needs)
+        if found is not None:
+            scenarios.save(run.path, *found)
+    relations = None
+    if USER_RELATIONS in needs or config.data.user_relations:
+        relations = relations_lib.for_recipe(config, data, data_dir)[0]
+    return (found[0] if found else None), relations
 
 
 def configure_determinism(enabled: bool) -> None:

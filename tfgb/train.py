@@ -236,6 +236,10 @@ def final_metrics(session: Session, reason: str, progress: bool = True) -> dict:
 
         out["gprec"] = groups.report(session.model)
         groups.heatmap(session.model, session.run.path / "gprec_group_cosines.png")
+    if hasattr(session.model, "utilisation"):  # TreeMS: the paper's task B metrics by scenario, the gates' use
+        from tfgb.evaluation.scenario import treems_report
+
+        out["treems"] = treems_report(session.model, session.data, config, session.run.path)
     return out
 
 
@@ -285,6 +289,14 @@ def format_metrics(metrics: dict) -> str:
                      f"{g['mask_entropy_bits']:.3f} bits, occupancy entropy {g['occupancy_entropy_bits']:.2f} of "
                      f"{g['max_entropy_bits']:.2f} bits, undecided masks {g['undecided_share']:.3f}, cos(p_i, n_i) "
                      f"{g['own_pair_cosine_mean']:.3f} vs cos(p_i, n_j) {g['other_pair_cosine_mean']:.3f}")
+    if "treems" in metrics:
+        for k, report in metrics["treems"]["by_scenario"].items():
+            for part in ("all", "head", "tail"):
+                m = report[part]
+                if m.get("lists"):
+                    lines.append(f"test  task B 1:{int(k) - 1} {part:4s}  lists {m['lists']:6d}  leaves {m['leaves']:4d}  "
+                                 f"auc {m['auc']:.4f}  gauc {m['gauc']:.4f}  mrr {m['mrr']:.4f}  hr@5 {m['hr@5']:.4f}  "
+                                 f"hr@10 {m['hr@10']:.4f}")
     return "\n".join(lines)
 
 

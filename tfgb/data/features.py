@@ -124,21 +124,10 @@ def derive(data: Prepared) -> tuple[FeatureSpec, UserFeatures]:
 def read(path: str | os.PathLike, id_column: str, data: Prepared, fmt: str = "auto"
          ) -> tuple[FeatureSpec, UserFeatures, dict]:
     """The feature table ``path`` (CSV / TSV / Parquet): see :func:`from_frame`."""
-    import pandas as pd
-
-    from tfgb.data.readers import file_format
+    from tfgb.data.tables import load_frame
 
     path = str(path)
-    kind = file_format(path, fmt)
-    try:
-        if kind == "parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=object, keep_default_na=True)
-    except FileNotFoundError:
-        raise DataError(path, "user feature file not found") from None
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's
-        raise DataError(path, f"cannot read the user feature table ({exc})") from None
+    frame = load_frame(path, fmt, "user feature", text=False)
     return from_frame(frame, id_column, data, path)
 
 

@@ -9,8 +9,9 @@ interactions or labels.
 
 ``key`` is a SHA-256 over :func:`key_inputs`: the input files' names, sizes and content hashes
 (or the synthetic generator's settings), the ``data`` settings that shape the arrays (all but
-``cache_dir``) and :data:`tfgb.data.cache.FORMAT_VERSION`. Model, train and eval settings and code
-edits leave it unchanged. A hit loads the arrays without parsing the inputs again.
+``cache_dir`` and the settings of the side tables read beside the cache: user features, item
+categories, user relations; ``synth.tree`` only when it is on) and
+:data:`tfgb.data.cache.FORMAT_VERSION`. Model, train and eval settings and code edits leave it unchanged. A hit loads the arrays without parsing the inputs again.
 """
 from __future__ import annotations
 
@@ -45,7 +46,10 @@ logger = logging.getLogger(__name__)
 
 # data.* settings that cannot change the prepared arrays, per data.source; every other field of the
 # data section is keyed (so is a new field, by default: at worst a needless re-prepare).
-_FEATURES = ("user_features", "user_feature_id_column")  # read beside the cache, never into it
+# Side tables (tfgb.data.features, scenarios, relations): read beside the cache, never into it.
+_FEATURES = ("user_features", "user_feature_id_column", "item_categories", "item_category_id_column",
+             "item_category_path_column", "category_separator", "category_depth", "category_branching",
+             "user_relations", "user_relation_columns")
 _NOT_SHAPING = {"files": ("cache_dir", "synth", *_FEATURES),
                 "synthetic": ("cache_dir", "files", "failed_launches", "format", "initiator_column", "item_column",
                               "participants_column", "participant_separator", "behavior_column", *_FEATURES)}
@@ -254,6 +258,8 @@ def key_inputs(config: Config, data_dir: str | None) -> dict[str, Any]:
     """
     data = config.data
     settings = {k: v for k, v in dataclasses.asdict(data).items() if k not in _NOT_SHAPING.get(data.source, ())}
+    if "synth" in settings and not settings["synth"]["tree"]:
+        del settings["synth"]["tree"]  # the data without a tree is the data of before the key existed: same key
     settings["split"] = [float(r) for r in data.split]  # [8, 1, 1] and [8.0, 1.0, 1.0] split alike
     parts: dict[str, Any] = {"format": FORMAT_VERSION, "data": settings}
     if data.source != "synthetic":

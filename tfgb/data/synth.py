@@ -19,12 +19,19 @@ The generative story (all draws from one ``numpy.random.Generator``, so a seed f
    replacement from ``u``'s friends weighted by ``exp(taste_p · taste_i / TEMPERATURE)``; each
    participant is, with probability ``OUTSIDER``, replaced by a user from outside the circle (drawn
    by a Zipf-like "joiner" activity). An unsuccessful launch becomes a failed launch (u, i).
+7. Only with ``tree`` (:mod:`tfgb.data.synth_tree`): the items sit in a category tree (root, 3 top
+   branches, 3 mid nodes each, Zipf-sized leaves), and the item's top branch decides who joins its
+   groups: ``circle`` (branch 0) as in step 6, ``taste`` (1) any user weighted by
+   ``exp(taste_p · taste_i / TEMPERATURE)``, ``crowd`` (2) any user by joiner activity alone. These draws
+   come from a generator of their own (seed + 2), so without ``tree`` the data is what it was before
+   the tree existed, bit for bit; :func:`item_categories` is the tree's table.
 
 Launches are drawn until there are ``groups`` distinct deal groups (initiator, item, participant
 set; never containing their initiator) and ``round(failed * groups)`` failed launches whose
 (initiator, item) pairs are distinct and are no deal group's pair. Ids are decimal strings in
 separate spaces for users and items, like Beibei's. :func:`world` rebuilds the latent state of a
-seed, so the planted mechanism can be checked against the data.
+seed (``World.branch``: each item's top branch with ``tree``), so the planted mechanism can be checked
+against the data.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ import tempfile
 import numpy as np
 import pandas as pd
 
+from tfgb.data import synth_tree
 from tfgb.data.groups import RawGroups
 from tfgb.errors import ConfigError
 
@@ -55,7 +63,7 @@ ITEM_APPEAL = 1.0  # std of an item's appeal, added to the success logit
 
 
 def generate(users: int = 2000, items: int = 400, groups: int = 6000, seed: int = 7,
-             failed: float = 0.3) -> RawGroups:
+             failed: float = 0.3, tree: bool = False) -> RawGroups:
     """Generate synthetic deal groups and failed launches with planted structure (module docstring).
 
     Args:
@@ -65,6 +73,7 @@ def generate(users: int = 2000, items: int = 400, groups: int = 6000, seed: int 
       seed: seed of the ``numpy.random.Generator``; the same arguments always give the same data.
       failed: failed launches, as a fraction of ``groups`` (``round(failed * groups)`` distinct
         (initiator, item) pairs, none of them a deal group's pair).
+      tree: plant the category tree of step 7 (who joins a group depends on the item's top branch).
 
     Returns:
       Raw deal groups and failed launches (behaviour 0, ``launch``) with decimal-string ids, each
@@ -78,6 +87,7 @@ def generate(users: int = 2000, items: int = 400, groups: int = 6000, seed: int 
                           f"(got users={users}, items={items}, groups={groups}, failed={failed})")
     rng = np.random.default_rng(seed)
     state = World.draw(rng, users, items)
+    state.tree = synth_tree.draw(items, seed) if tree else None
     n_failed = round(failed * groups)
 
     initiator = item = failed_u = failed_i = np.zeros(0, dtype=np.int64)
@@ -121,9 +131,20 @@ def generate(users: int = 2000, items: int = 400, groups: int = 6000, seed: int 
     )
 
 
-def world(users: int = 2000, items: int = 400, seed: int = 7) -> World:
+def world(users: int = 2000, items: int = 400, seed: int = 7, tree: bool = False) -> World:
     """The latent state :func:`generate` draws its data from for these arguments (ids = indices)."""
-    return World.draw(np.random.default_rng(seed), users, items)
+    state = World.draw(np.random.default_rng(seed), users, items)
+    state.tree = synth_tree.draw(items, seed) if tree else None
+    return state
+
+
+def item_categories(users: int = 2000, items: int = 400, seed: int = 7) -> pd.DataFrame:
+    """The planted category tree of :func:`generate` ``(..., tree=True)`` as a table: ``item`` (raw id) and
+    ``path`` (``"b1/m2/l17"``; step 7). The tree depends on ``items`` and ``seed`` alone (``users`` is for
+    symmetry with :func:`user_features`); with ``tree=False`` the data ignores it (a control)."""
+    del users
+    tree = synth_tree.draw(items, seed)
+    return pd.DataFrame({"item": np.arange(items).astype(str), "path": tree.paths()})
 
 
 def write_beibei(raw: RawGroups, out_dir: str | os.PathLike) -> list[str]:
@@ -196,8 +217,11 @@ class World:
 
     ``friend_taste`` [U, D] is the mean taste of every user's friends (zero for a user without any);
     ``affinity_mean`` / ``affinity_std`` standardise ``friend_taste[u] · taste_i`` over the launch
-    distribution (step 4), so :meth:`friend_affinity` is the ``z`` of step 5.
+    distribution (step 4), so :meth:`friend_affinity` is the ``z`` of step 5. ``tree`` is the planted
+    category tree of step 7 (:class:`tfgb.data.synth_tree.Tree`), None without one.
     """
+
+    tree: synth_tree.Tree | None = None
 
     def __init__(self, user_taste: np.ndarray, item_taste: np.ndarray, log_popularity: np.ndarray,
                  appeal: np.ndarray, friends: np.ndarray, activity: np.ndarray, joiner: np.ndarray,
@@ -260,6 +284,11 @@ class World:
         weight -= weight.max(axis=1, keepdims=True)
         return np.exp(weight, out=weight)
 
+    @property
+    def branch(self) -> np.ndarray | None:
+        """``int64`` [I] each item's top branch (step 7: 0 circle, 1 taste, 2 crowd), None without a tree."""
+        return None if self.tree is None else self.tree.branch
+
     def initiators(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.choice(len(self.activity), size=n, p=self.activity).astype(np.int64)
 
@@ -292,6 +321,8 @@ class World:
             if not clash.any():
                 break
             chosen[clash] = rng.integers(len(self.joiner), size=int(clash.sum()))
+        if self.tree is not None:  # step 7: the groups of the taste and crowd branches join otherwise
+            chosen = synth_tree.rejoin(self, self.tree, initiator, item, chosen, size)
         # Any leftover clash (tiny worlds only): drop the slot rather than emit a bad group.
         chosen[chosen == initiator[:, None]] = -1
         return _compact_rows(chosen)

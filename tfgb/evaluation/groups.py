@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from tfgb.evaluation.figures import save_png
+
 
 def assignments(model) -> np.ndarray:
     """m^1 at inference for every vocabulary user, ``float32`` [U, G]."""
@@ -64,9 +66,4 @@ def heatmap(model, path: str | os.PathLike) -> str:
     ax.set_ylabel("positive embedding p_i")
     ax.set_title("GPRec: cosine of positive vs negative group embeddings")
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return str(path)
+    return save_png(fig, path)

@@ -23,7 +23,7 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from tfgb.contract import SideInputKind
+from tfgb.contract import ITEM_CATEGORIES, USER_RELATIONS, SideInputKind
 from tfgb.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -170,6 +170,30 @@ class GPRecSettings:
     mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [64, 32, 16])  # f1, f_G, f_P
 
 
+@dataclasses.dataclass
+class TreeMSSettings:
+    """TreeMS (paper 003): tree-guided experts and scenario-aware multi-view user-graph attention, task B."""
+
+    embedding_dim: int = 32  # d of users and items (every view and attention level keeps it)
+    node_dim: int = 16  # width of the scenario tree's node embeddings o (Eq. 4)
+    lstm_units: int = 16  # width of the LSTM's h (Eq. 4)
+    num_experts: int = 8  # n (the paper: 8)
+    expert_widths: list[int] = dataclasses.field(default_factory=list)  # one per path node; [] = 64, 32, 16, ...
+    hidden: list[int] = dataclasses.field(default_factory=lambda: [32])  # the MLPs of Eq. 7
+    gate: str = "tree"  # tree (Eq. 4-6) | leaf (a flat gate keyed on the leaf id: variant treems-flat)
+    graph_attention: str = "paper"  # paper (Eq. 10) | product (the scenario meets each neighbour)
+    levels: int = 1  # L attention levels (0 = no user graph: variant treems-nog)
+    neighbours: int = 10  # K sampled neighbours per user and view
+    views: list[str] = dataclasses.field(default_factory=list)  # user-user views used; [] = all
+    history: bool = True  # t of Eq. 3: per view log(1 + training edges between u and v)
+    item_context: bool = True  # c = [h_H || e_item]; false = h_H
+    gamma: float = 0.1  # weight of the inconsistency loss (Eq. 15-16)
+    l2: float = 0.0  # lambda of Eq. 16, over every trainable variable
+    task_b_loss: str = "bce"  # bce (Eq. 14) | bpr
+    bias: bool = True  # item / participant biases started at log(1 + training count)
+    zero_head: bool = True  # the prediction layer starts at zero (the model starts as the popularity ranker)
+
+
 # Plug-ins: [model] key -> (its values, the section of its settings, the settings dataclass).
 PLUGINS = {"user_modeling": (("none", "gprec"), "gprec", GPRecSettings)}
 GPREC_BACKBONES = ("mgbr", "mamgbr", "mf-bpr", "lightgcn")
@@ -226,6 +250,11 @@ register(Entry("mf-bpr", EmbeddingSettings, "tfgb.models.mf:MFBPR", "matrix fact
 register(Entry("nmtr", NMTRSettings, "tfgb.models.nmtr:NMTR",
                "NMTR: launch -> deal cascade of NCF units (paper 004)", variants={"nmtr-single": {"launch": False}},
                tunable={**_DOT_TUNABLE, "mlp_layers": "mlp_layers"}, behaviors=True))
+register(Entry("treems", TreeMSSettings, "tfgb.models.treems:TreeMS",
+               "TreeMS: tree-guided experts + scenario-aware user-graph attention for task B (paper 003)",
+               variants={"treems-flat": {"gate": "leaf"}, "treems-nog": {"levels": 0}, "treems-noaux": {"gamma": 0.0}},
+               tunable={**_DOT_TUNABLE, "num_experts": "num_experts", "gamma": "gamma", "neighbours": "neighbours"},
+               needs=(ITEM_CATEGORIES, USER_RELATIONS)))
 register(Entry("popularity", NoSettings, "tfgb.models.popularity:Popularity",
                "item popularity (task A); co-membership, then popularity (task B): the floor"))
 
@@ -314,10 +343,12 @@ def build(config: Config, context: ModelContext) -> Any:
         cls, extra = with_gprec(cls), {"gprec": config.model.gprec}
     return cls(context, settings(config), config.train, name=config.model.name.replace("-", "_"), **extra)
 
-_AT_LEAST_ONE = ("embedding_dim", "num_experts", "mtl_layers", "heads", "gcn_layers", "groups", "dim")
+_AT_LEAST_ONE = ("embedding_dim", "num_experts", "mtl_layers", "heads", "gcn_layers", "groups", "dim", "node_dim",
+                 "lstm_units", "neighbours")
 _CHOICES = {"graph": ("multi", "hetero"), "bias_init": ("zeros", "log_count"), "unit": ("gmf", "mlp", "neumf"),
             "cascade": ("sum", "mean"), "strategy": ("input", "dynamic", "ensemble"), "pool": ("concat", "sum"),
-            "orthogonal": ("abs", "square", "signed"), "personal": ("own", "backbone")}
+            "orthogonal": ("abs", "square", "signed"), "personal": ("own", "backbone"), "gate": ("tree", "leaf"),
+            "graph_attention": ("paper", "product"), "task_b_loss": ("bce", "bpr")}
 
 
 def validate_settings(prefix: str, settings: Any) -> None:
@@ -337,7 +368,7 @@ def validate_settings(prefix: str, settings: Any) -> None:
             raise ConfigError(f"config key '{key}' must list units among {', '.join(_CHOICES['unit'])}, got {value}")
         if field.name == "weights" and value and (min(value) < 0 or sum(value) <= 0):
             raise ConfigError(f"config key '{key}' must be non-negative weights with a positive sum, got {value}")
-        if field.name in ("launch_weight", "lambda1", "lambda2", "lambda3") and value < 0:
+        if field.name in ("launch_weight", "lambda1", "lambda2", "lambda3", "gamma", "l2", "levels") and value < 0:
             raise ConfigError(f"config key '{key}' must be 0 or positive")
         if field.name == "mlp_layers" and value < 1:
             raise ConfigError(f"config key '{key}' must be at least 1")

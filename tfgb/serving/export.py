@@ -72,7 +72,8 @@ def with_oov_rows(emb: dict[str, tf.Tensor], kinds: dict[str, str], rows: dict |
         value = tf.convert_to_tensor(value)
         if kinds[key] in ("user", "item"):
             row = (rows or {}).get(key)
-            row = tf.reduce_mean(value, axis=0, keepdims=True) if row is None else tf.reshape(row, [1, -1])
+            row = tf.reduce_mean(value, axis=0, keepdims=True) if row is None else \
+                tf.reshape(row, tf.concat([[1], tf.shape(value)[1:]], 0))
             value = tf.concat([value, tf.cast(row, value.dtype)], 0)
         out[key] = value
     return out
