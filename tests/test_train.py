@@ -113,6 +113,25 @@ def test_evaluate_cli_reproduces_test_metrics(default_run: Path, tmp_path: Path)
         assert result[task]["mrr@10"] == pytest.approx(saved[task]["mrr@10"], abs=1e-6)
 
 
+def test_evaluate_cli_scenario_protocol_breaks_task_b_down_by_head_and_tail(default_run: Path, tmp_path: Path):
+    proc = run(["-m", "tfgb.evaluate", "--quiet", "--model-dir", str(default_run), "--protocol", "scenario"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    saved = json.loads((default_run / "metrics.json").read_text())["test"]["b"]
+    for k, mrr in (("10", saved["mrr@10"]), ("100", saved["mrr@100"])):
+        report = result["by_scenario"][k]
+        # the whole test split, scored as the run's own test metrics score it (a derived tree: an mgbr run
+        # saves none)
+        assert report["all"]["mrr"] == pytest.approx(mrr, abs=1e-6)
+        assert report["head"]["lists"] + report["tail"]["lists"] == report["all"]["lists"]
+        assert report["head"]["leaves"] + report["tail"]["leaves"] == report["all"]["leaves"]
+        assert 0 < report["tail"]["lists"] < report["head"]["lists"]
+    assert result["categories"]["source"] == "derived"
+    proc = run(["-m", "tfgb.evaluate", "--quiet", "--model-dir", str(default_run), "--protocol", "scenario",
+                "--categories-from", str(tmp_path)], tmp_path)
+    assert proc.returncode != 0 and "no saved scenario tree" in proc.stderr
+
+
 # -- how long a run trains --------------------------------------------------------------------
 
 def plan(steps_per_epoch: int, **train) -> training.Plan:

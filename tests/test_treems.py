@@ -156,12 +156,35 @@ def test_inconsistency_loss_spreads_the_gates(data):
     assert spread[5.0] > spread[0.0]
 
 
+def test_the_aux_term_reads_eq_15_per_row_or_on_the_batch_mean_gate(data):
+    from tfgb.layers.treems import inconsistency_loss
+
+    for over in ("row", "batch"):
+        model, config = build(data, aux_over=over)
+        batch = next(iter(data.training_stream(config.train).dataset(0).take(1)))
+        model.aux_metric.reset_state()
+        model.compute_loss(batch, training=False)
+        parts = tf.stack([batch["participant"], batch["neg_participant"]], 1)
+        _, gates = model.participant_logits(model.propagate(), batch["initiator"], batch["item"], parts)
+        per_row = inconsistency_loss(gates).numpy()
+        expected = per_row.mean() if over == "row" else inconsistency_loss(tf.reduce_mean(gates, 0, keepdims=True))[0]
+        np.testing.assert_allclose(float(model.aux_metric.result()), float(expected), rtol=1e-5)
+    # the mean gate is at least as balanced as the mean row (Eq. 15 is concave in the gate)
+    assert float(expected) <= per_row.mean() + 1e-6
+
+
 def test_settings_are_checked(data):
     config = recipe(data, gate="flat")
     from tfgb import config as cfg
 
     with pytest.raises(ConfigError, match="model.treems.gate"):
         cfg.validate(config)
+    config = recipe(data)
+    config.train.graph_folds = 1  # a training triple's own edge would be among its features
+    with pytest.raises(ConfigError, match="train.graph_folds"):
+        cfg.validate(config)
+    config.train.graph_folds = 2
+    cfg.validate(config)
     depth = build(data)[0].depth  # 1 + the derived tree's depth
     assert build(data, expert_widths=[8] * depth)[0].depth == depth
     with pytest.raises(ValueError, match="expert_widths"):

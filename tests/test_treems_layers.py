@@ -21,6 +21,12 @@ def test_inconsistency_loss_against_hand_computed_values():
     # uniform gates are the minimum, -H (1 - 1/n) / 2
     uniform = np.full((1, 4, 8), 1 / 8, np.float32)
     np.testing.assert_allclose(inconsistency_loss(tf.constant(uniform)).numpy(), [-4 * (1 - 1 / 8) / 2], rtol=1e-6)
+    # the batch reading (aux_over = "batch") is Eq. 15 of the mean gate: two scenarios that each use one
+    # expert of two, a different one, balance the load as well as uniform gates do; per row they are the worst
+    split = np.array([[[1.0, 0.0]], [[0.0, 1.0]]], np.float32)
+    mean = tf.reduce_mean(tf.constant(split), 0, keepdims=True)
+    np.testing.assert_allclose(inconsistency_loss(mean).numpy(), [-0.25], rtol=1e-6)
+    np.testing.assert_allclose(inconsistency_loss(tf.constant(split)).numpy(), [0.0, 0.0], atol=1e-7)
 
 
 def test_tree_gates_are_softmaxes_that_change_with_the_path_and_follow_the_shared_prefix():

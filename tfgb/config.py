@@ -320,8 +320,10 @@ def _parse_literal(text: str) -> Any:
         return text
 
 
-def apply_override(config: Config, assignment: str) -> Config:
-    """Apply one ``a.b=c`` override (type-checked) and return the new config."""
+def apply_override(config: Config, assignment: str, check: bool = True) -> Config:
+    """Apply one ``a.b=c`` override (type-checked) and return the new config; with ``check`` the recipe's
+    cross-field checks run after it (:func:`load` runs them once, after every override: their order
+    does not matter)."""
     if "=" not in assignment:
         raise ConfigError(f"override '{assignment}' must look like key=value")
     key, text = (s.strip() for s in assignment.split("=", 1))
@@ -345,7 +347,8 @@ def apply_override(config: Config, assignment: str) -> Config:
             node = getattr(node, part)
             if not dataclasses.is_dataclass(node):
                 raise ConfigError(f"config key '{path}' is not a section")
-    validate(config)
+    if check:
+        validate(config)
     return config
 
 
@@ -365,9 +368,9 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str
             config = from_dict(Config, data)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-    validate(config)
     for assignment in overrides:
-        config = apply_override(config, assignment)
+        config = apply_override(config, assignment, check=False)
+    validate(config)
     return config
 
 

@@ -188,6 +188,9 @@ class TreeMSSettings:
     history: bool = True  # t of Eq. 3: per view log(1 + training edges between u and v)
     item_context: bool = True  # c = [h_H || e_item]; false = h_H
     gamma: float = 0.1  # weight of the inconsistency loss (Eq. 15-16)
+    # row: Eq. 15 on every triple's gates, as written (measured: it drives every gate to uniform, so no
+    # scenario picks its experts) | batch: on the batch's mean gates (experts evenly used over the scenarios)
+    aux_over: str = "row"
     l2: float = 0.0  # lambda of Eq. 16, over every trainable variable
     task_b_loss: str = "bce"  # bce (Eq. 14) | bpr
     bias: bool = True  # item / participant biases started at log(1 + training count)
@@ -348,7 +351,8 @@ _AT_LEAST_ONE = ("embedding_dim", "num_experts", "mtl_layers", "heads", "gcn_lay
 _CHOICES = {"graph": ("multi", "hetero"), "bias_init": ("zeros", "log_count"), "unit": ("gmf", "mlp", "neumf"),
             "cascade": ("sum", "mean"), "strategy": ("input", "dynamic", "ensemble"), "pool": ("concat", "sum"),
             "orthogonal": ("abs", "square", "signed"), "personal": ("own", "backbone"), "gate": ("tree", "leaf"),
-            "graph_attention": ("paper", "product"), "task_b_loss": ("bce", "bpr")}
+            "graph_attention": ("paper", "product"), "task_b_loss": ("bce", "bpr"),
+            "aux_over": ("row", "batch")}
 
 
 def validate_settings(prefix: str, settings: Any) -> None:

@@ -24,8 +24,13 @@ i's category path (``data.item_categories``, or a proxy tree derived from the tr
   starts as the participant-popularity ranker.
 * **Loss** (Eq. 14-16): task B's binary log loss of the positive participant (label 1) and the stream's
   sampled negative (label 0) (``task_b_loss = "bpr"``: BPR of the pair), weighted by ``train.beta``,
-  ``+ gamma * L_aux`` (Eq. 15, the mean over the batch's triples) ``+ lambda ||Theta||^2`` over every
-  trainable variable (``l2``; 0 by default, Adam instead of the paper's AdaGrad as for every tfgb model).
+  ``+ gamma * L_aux`` ``+ lambda ||Theta||^2`` over every trainable variable (``l2``; 0 by default, Adam
+  instead of the paper's AdaGrad as for every tfgb model). L_aux (Eq. 15) is read two ways
+  (``aux_over``): ``row``, the equation as written, on each triple's gates and averaged over the batch;
+  its minimum is the uniform gate of every scenario, and measured (Beibei and the synthetic tree, gamma =
+  0.1) it reaches that minimum (-H (1 - 1/n) / 2) within the first epoch, so no scenario picks experts;
+  ``batch``, on the batch's mean gates, the load balancing the paper motivates ("each expert evenly
+  utilized"), which a scenario-specific choice of experts does not pay for.
 
 Task A is not TreeMS's: it is scored as the dot-product baselines score it, s(i|u) = <e_u, q_i> (+ an
 item bias started at log(1 + training count) with ``bias``), trained with BPR. Under
@@ -250,7 +255,10 @@ class TreeMS(GroupBuyingModel):
                                  sample_weight=tf.reshape(weight, [-1, 1]), training=training)
         else:
             loss_b = self.task_b(dummy, logits, training=training)
-        aux = tf.reduce_mean(inconsistency_loss(gates))
+        if self.settings.aux_over == "batch":  # the experts' load over the batch's scenarios
+            aux = inconsistency_loss(tf.reduce_mean(gates, 0, keepdims=True))[0]
+        else:
+            aux = tf.reduce_mean(inconsistency_loss(gates))
         self.aux_metric.update_state(aux)
         loss += self.beta * loss_b + self.settings.gamma * aux + self.plugin_loss(emb)
         if self.settings.l2:
