@@ -48,6 +48,10 @@ def validate(config: Config) -> None:
     for key in ("epochs", "batch_size", "aux_size", "evals_per_epoch", "graph_folds", "behavior_negatives"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}' must be at least 1")
+    if config.model.user_graph != "none" and config.train.graph_folds < 2:
+        raise ConfigError("model.user_graph = 'attention' needs train.graph_folds of at least 2 (e.g. --set "
+                          "train.graph_folds=4): each training triple is scored with the edges and neighbour "
+                          "samples of the other folds, never with its own group's edge")
     if registry.entry(config.model.name).name == "treems" and config.train.graph_folds < 2:
         # TreeMS reads each pair's training edges (t of Eq. 3) and sampled neighbours: over every training
         # group, a training triple's own edge is among its features, and the model learns to find it (measured

@@ -197,8 +197,25 @@ class TreeMSSettings:
     zero_head: bool = True  # the prediction layer starts at zero (the model starts as the popularity ranker)
 
 
+@dataclasses.dataclass
+class ScenarioGraphSettings:
+    """TreeMS's scenario-aware multi-view user-graph attention as a plug-in for task B of MGBR and MAMGBR,
+    ``model.user_graph = "attention"`` (:mod:`tfgb.models.user_graph`)."""
+
+    embedding_dim: int = 32  # d of the plug-in's own user and item tables
+    node_dim: int = 16  # the scenario tree's node embeddings
+    lstm_units: int = 16  # the path LSTM's state (the scenario context, with the item embedding)
+    levels: int = 1  # L attention levels (0: the plug-in's plain user embedding)
+    neighbours: int = 10  # K sampled neighbours per user and view
+    views: list[str] = dataclasses.field(default_factory=list)  # [] = every view
+    graph_attention: str = "paper"  # paper (Eq. 10) | product
+    history: bool = True  # per view log(1 + training edges u -> p) among the MLP's inputs
+    hidden: list[int] = dataclasses.field(default_factory=lambda: [32])  # the MLP of the added logit
+
+
 # Plug-ins: [model] key -> (its values, the section of its settings, the settings dataclass).
-PLUGINS = {"user_modeling": (("none", "gprec"), "gprec", GPRecSettings)}
+PLUGINS = {"user_modeling": (("none", "gprec"), "gprec", GPRecSettings),
+           "user_graph": (("none", "attention"), "scenario_graph", ScenarioGraphSettings)}
 GPREC_BACKBONES = ("mgbr", "mamgbr", "mf-bpr", "lightgcn")
 
 
@@ -321,8 +338,10 @@ def needs(config: Config) -> tuple[SideInputKind, ...]:
     chosen = settings(resolve(config))
     learns_launch = getattr(chosen, "launch_task", False) or getattr(chosen, "launch", False)
     gprec = config.model.user_modeling == "gprec"
-    return (*entry(config.model.name).needs, *((INTERACTIONS,) if learns_launch else ()),
-            *((USER_FEATURES,) if gprec else ()))
+    graph = config.model.user_graph == "attention"
+    own = entry(config.model.name).needs
+    extra = tuple(k for k in (ITEM_CATEGORIES, USER_RELATIONS) if graph and k not in own)
+    return (*own, *((INTERACTIONS,) if learns_launch else ()), *((USER_FEATURES,) if gprec else ()), *extra)
 
 
 def build(config: Config, context: ModelContext) -> Any:
@@ -344,6 +363,13 @@ def build(config: Config, context: ModelContext) -> Any:
             raise ConfigError("model.gprec.strategy = 'ensemble' scores its towers inside the block's chunks: set "
                               "train.block_chunk = 0, or use the input or dynamic strategy")
         cls, extra = with_gprec(cls), {"gprec": config.model.gprec}
+    if config.model.user_graph == "attention":
+        from tfgb.models.user_graph import BACKBONES, with_user_graph
+
+        if e.name not in BACKBONES:
+            raise ConfigError(f"model.user_graph = 'attention' plugs into {', '.join(BACKBONES)} (treems has it "
+                              f"built in), not '{config.model.name}'")
+        cls, extra = with_user_graph(cls), {**extra, "user_graph": config.model.scenario_graph}
     return cls(context, settings(config), config.train, name=config.model.name.replace("-", "_"), **extra)
 
 _AT_LEAST_ONE = ("embedding_dim", "num_experts", "mtl_layers", "heads", "gcn_layers", "groups", "dim", "node_dim",

@@ -43,8 +43,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfgb.config import TrainConfig
-from tfgb.contract import UserRelations
-from tfgb.data import relations as relations_lib
 from tfgb.data import scenarios
 from tfgb.layers.treems import (
     ScenarioGraphAttention,
@@ -55,37 +53,13 @@ from tfgb.layers.treems import (
 from tfgb.models.base import GroupBuyingModel
 from tfgb.models.context import ModelContext
 from tfgb.models.registry import TreeMSSettings
+from tfgb.models.user_graph import RelationTables, pair_history
 from tfgb.tasks import bce_task, bpr_task
 
 
 def tower_widths(depth: int, start: int = 64, smallest: int = 8) -> list[int]:
     """The default expert widths: ``start`` halved at every layer, never below ``smallest``."""
     return [max(start >> i, smallest) for i in range(depth)]
-
-
-def select_views(relations: UserRelations, views: list[str]) -> UserRelations:
-    """The relations of the named views only (all of them for an empty list), codes renumbered."""
-    if not views:
-        return relations
-    unknown = sorted(set(views) - set(relations.names))
-    if unknown:
-        raise ValueError(f"model.treems.views names {unknown}, not among the data's views {list(relations.names)}")
-    codes = np.array([relations.names.index(v) for v in views])
-    keep = np.isin(relations.relation, codes)
-    remap = np.full(len(relations.names), -1, np.int64)
-    remap[codes] = np.arange(len(codes))
-    weight = None if relations.weight is None else relations.weight[keep]
-    return UserRelations(relations.src[keep], relations.dst[keep], remap[relations.relation[keep]].astype(np.int8),
-                         tuple(views), weight)
-
-
-def history_keys(relations: UserRelations, num_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``int64`` keys ``(view * (U + 1) + src) * (U + 1) + dst`` and the ``float32`` weight of each."""
-    n = num_users + 1
-    keys = (relations.relation.astype(np.int64) * n + relations.src) * n + relations.dst
-    weight = np.ones(len(keys), np.float32) if relations.weight is None else relations.weight.astype(np.float32)
-    order = np.argsort(keys, kind="stable")
-    return keys[order], weight[order]
 
 
 class TreeMS(GroupBuyingModel):
@@ -111,17 +85,10 @@ class TreeMS(GroupBuyingModel):
         self.leaf_counts = scenarios.leaf_counts(categories, np.asarray(context.item_counts))
         self.depth = int(self._paths.shape[1])
         num_nodes = categories.num_nodes
-        slots = [select_views(r, settings.views) for r in (context.side.user_relations, *context.fold_relations)]
-        self.view_names = slots[0].names
-        self.k, views = settings.neighbours, len(self.view_names)
+        # [slots, U, R * K] neighbour samples and histories: slot 0 = every training group, f + 1 = without fold f's
+        self.relation_tables = RelationTables(context, list(settings.views), settings.neighbours, train.seed)
+        self.view_names, self.k = self.relation_tables.view_names, settings.neighbours
         u = self.num_users
-        samples = [relations_lib.sample_neighbours(r, u, self.k, train.seed + n) for n, r in enumerate(slots)]
-        # [slots, U, R * K]: slot 0 = every training group, slot f + 1 = without fold f's groups
-        self._neighbours = tf.constant(np.stack([s.transpose(1, 0, 2).reshape(u, views * self.k) for s in samples]))
-        keys, weights = zip(*(history_keys(r, u) for r in slots))
-        bounds = np.cumsum([0, *(len(k) for k in keys)])
-        self._keys, self._weights = tf.constant(np.concatenate(keys)), tf.constant(np.concatenate(weights))
-        self._bounds = tf.constant(bounds, tf.int64)
         d, normal = settings.embedding_dim, tf.keras.initializers.RandomNormal  # one instance per table
         self.users = self.add_weight(name="users", shape=(u, d), initializer=normal(stddev=0.1))
         self.items = self.add_weight(name="items", shape=(self.num_items, d), initializer=normal(stddev=0.1))
@@ -156,14 +123,12 @@ class TreeMS(GroupBuyingModel):
 
     def oov_rows(self, emb):
         """An unknown item's scenario is the root alone; an unknown user has no neighbours."""
-        return {"paths": tf.ones([self.depth], tf.int32), "neighbours": -tf.ones([int(self._neighbours.shape[-1])],
-                                                                                  tf.int32)}
+        width = int(self.relation_tables.neighbours.shape[-1])
+        return {"paths": tf.ones([self.depth], tf.int32), "neighbours": -tf.ones([width], tf.int32)}
 
     def _tables(self, slot) -> dict[str, tf.Tensor]:
-        start, end = self._bounds[slot], self._bounds[slot + 1]
         emb = {"users_i": tf.convert_to_tensor(self.users), "items": tf.convert_to_tensor(self.items),
-               "paths": self._paths, "neighbours": tf.gather(self._neighbours, slot),
-               "history_keys": self._keys[start:end], "history_weights": self._weights[start:end]}
+               "paths": self._paths, **self.relation_tables.tables(slot)}
         if self.settings.bias:
             emb.update(item_bias=tf.convert_to_tensor(self.item_bias),
                        participant_bias=tf.convert_to_tensor(self.participant_bias))
@@ -175,9 +140,7 @@ class TreeMS(GroupBuyingModel):
 
     def propagate_batch(self, inputs, training=False):
         """The tables of the batch's fold (slot f + 1) under ``train.graph_folds``, else every group's."""
-        if "fold" in inputs and int(self._neighbours.shape[0]) > 1:
-            return self._tables(tf.cast(inputs["fold"][0], tf.int32) + 1)
-        return self._tables(0)
+        return self._tables(self.relation_tables.slot_of(inputs))
 
     # -- scoring --------------------------------------------------------------------------------------
     def score_items(self, emb, initiator, candidates, training=False):
@@ -207,17 +170,8 @@ class TreeMS(GroupBuyingModel):
 
     def pair_history(self, emb, initiator: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
         """t of Eq. 3: [B], [B, C] -> [B, C, R], per view log(1 + training edges from u to v)."""
-        n = self.num_users + 1
-        keys, weights = emb["history_keys"], emb["history_weights"]
-        size = tf.shape(keys, out_type=tf.int64)[0]
-        u, v = tf.cast(initiator, tf.int64)[:, None], tf.cast(candidates, tf.int64)
-        out = []
-        for r in range(len(self.view_names)):
-            key = tf.reshape((r * n + u) * n + v, [-1])
-            at = tf.minimum(tf.searchsorted(keys, key, out_type=tf.int64), tf.maximum(size - 1, 0))
-            found = tf.logical_and(size > 0, tf.equal(tf.gather(keys, at), key))
-            out.append(tf.where(found, tf.gather(weights, at), 0.0))
-        return tf.math.log1p(tf.reshape(tf.stack(out, -1), tf.concat([tf.shape(candidates), [-1]], 0)))
+        return pair_history(emb["history_keys"], emb["history_weights"], len(self.view_names), self.num_users,
+                            initiator[:, None], candidates)
 
     def participant_logits(self, emb, initiator, item, candidates, training=False) -> tuple[tf.Tensor, tf.Tensor]:
         """Task B logits [B, C] and the gates [B, H, n] of each list's scenario."""
