@@ -274,6 +274,12 @@ def fall_back(categories: ItemCategories, known: np.ndarray) -> np.ndarray:
     return np.where(ok, nodes, nodes[np.arange(len(nodes)), last][:, None]).astype(np.int32)
 
 
+def model_paths(categories: ItemCategories, item_counts: np.ndarray) -> np.ndarray:
+    """``int32`` [I, H]: every item's path as a model reads it, each node no training group's item lies
+    under (``item_counts`` [I] training groups per item) replaced by its deepest known ancestor."""
+    return fall_back(categories, known_nodes(categories, item_counts)).astype(np.int32)
+
+
 def leaf_counts(categories: ItemCategories, item_counts: np.ndarray, subtree: bool = False) -> np.ndarray:
     """[N] training groups per node (``item_counts`` [I] summed over the items whose leaf it is; with
     ``subtree``, over every item on whose path it lies). ``int64`` for integer counts, else ``float64``."""

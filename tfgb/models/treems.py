@@ -78,8 +78,7 @@ class TreeMS(GroupBuyingModel):
         super().__init__(context, **kwargs)
         self.settings, self.beta = settings, train.beta
         categories = context.side.item_categories
-        known = scenarios.known_nodes(categories, np.asarray(context.item_counts))
-        self._paths = tf.constant(scenarios.fall_back(categories, known).astype(np.int32))
+        self._paths = tf.constant(scenarios.model_paths(categories, np.asarray(context.item_counts)))
         # each item's own leaf and the training groups under every node (head / tail of the evaluation)
         self.leaves = scenarios.leaves(categories)
         self.leaf_counts = scenarios.leaf_counts(categories, np.asarray(context.item_counts))

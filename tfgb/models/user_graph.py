@@ -198,8 +198,7 @@ class UserGraphMixin:
         self.relation_tables = RelationTables(context, list(s.views), s.neighbours, train.seed,
                                               "model.scenario_graph.views")
         categories = context.side.item_categories
-        known = scenarios.known_nodes(categories, np.asarray(context.item_counts))
-        self._ug_paths = tf.constant(scenarios.fall_back(categories, known).astype(np.int32))
+        self._ug_paths = tf.constant(scenarios.model_paths(categories, np.asarray(context.item_counts)))
         self.user_graph = ScenarioUserGraph(self.num_users, self.num_items, categories.num_nodes,
                                             len(self.relation_tables.view_names), s, name="user_graph")
 
