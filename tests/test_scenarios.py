@@ -257,3 +257,27 @@ def test_leaf_sizes_are_long_tailed_and_the_table_matches_the_world(planted):
     assert len(sizes) >= 40 and (sizes <= 3).sum() >= len(sizes) // 4 and sizes[0] >= 5 * np.median(sizes)
     assert parts.groupby(2)[1].nunique().max() == 1  # a leaf sits under one mid node
     assert parts.groupby([0, 1]).ngroups == 9
+
+
+def test_one_item_per_leaf_makes_the_leaves_follow_item_popularity_and_keys_the_cache():
+    table = synth.item_categories(2000, 400, 5, leaf_items=1)
+    parts = table.path.str.split("/", expand=True)
+    assert parts[2].nunique() == 400  # every item its own leaf
+    assert (parts[0] == synth.item_categories(2000, 400, 5).path.str.split("/", expand=True)[0]).mean() < 1  # redrawn
+    raw = synth.generate(users=2000, items=400, groups=4000, seed=5, tree=True, leaf_items=1)
+    def per_leaf(leaf_items):  # training-size groups of every leaf
+        leaf = synth.item_categories(2000, 400, 5, leaf_items).path.str.split("/").str[2].to_numpy()
+        return pd.Series(leaf[raw.item.astype(int)]).value_counts().reindex(np.unique(leaf), fill_value=0)
+
+    one, eight = per_leaf(1), per_leaf(8)
+    assert (one <= 2).sum() >= 80 and one.max() >= 20 * one.median()  # a sparse tail: 100 leaves of <= 2 groups
+    assert (eight <= 2).sum() <= 5 and eight.median() >= 3 * one.median()
+    on = cfg.Config()
+    on.data.synth.tree = True
+    single = dataclasses.replace(on, data=dataclasses.replace(on.data, synth=dataclasses.replace(on.data.synth,
+                                                                                                  leaf_items=1)))
+    assert cache_key(single) != cache_key(on)
+    assert cache_key(cfg.Config()) == cache_key(dataclasses.replace(cfg.Config(), data=dataclasses.replace(
+        cfg.Config().data, synth=dataclasses.replace(cfg.Config().data.synth, leaf_items=1))))  # no tree: ignored
+    with pytest.raises(ConfigError, match="leaf_items"):
+        synth.generate(users=50, items=20, groups=40, tree=True, leaf_items=0)

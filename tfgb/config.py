@@ -32,6 +32,9 @@ class SynthConfig:
     # Plant a category tree (tfgb.data.synth_tree): the item's top branch decides who joins its groups.
     # false = the data of the generator without a tree, bit for bit.
     tree: bool = False
+    # Items per leaf of the planted tree. 8: a few big leaves and many of one to three items; 1: every item
+    # its own leaf, so a leaf's groups follow its item's Zipf popularity (a sparse tail of scenarios).
+    leaf_items: int = 8
 
 
 @dataclasses.dataclass

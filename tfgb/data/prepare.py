@@ -28,7 +28,7 @@ import numpy as np
 
 from tfgb.config import Config, TrainConfig
 from tfgb.contract import Interactions
-from tfgb.data import cache, negatives, split, synth
+from tfgb.data import cache, negatives, split, synth, synth_tree
 from tfgb.data.cache import FORMAT_VERSION, save_vocabularies
 from tfgb.data.candidates import Candidates, build_candidates
 from tfgb.data.groups import DealGroups
@@ -258,8 +258,12 @@ def key_inputs(config: Config, data_dir: str | None) -> dict[str, Any]:
     """
     data = config.data
     settings = {k: v for k, v in dataclasses.asdict(data).items() if k not in _NOT_SHAPING.get(data.source, ())}
-    if "synth" in settings and not settings["synth"]["tree"]:
-        del settings["synth"]["tree"]  # the data without a tree is the data of before the key existed: same key
+    if "synth" in settings:  # data of the defaults is the data of before these keys existed: same key
+        if not settings["synth"]["tree"]:
+            del settings["synth"]["tree"]
+            del settings["synth"]["leaf_items"]
+        elif settings["synth"]["leaf_items"] == synth_tree.ITEMS_PER_LEAF:
+            del settings["synth"]["leaf_items"]
     settings["split"] = [float(r) for r in data.split]  # [8, 1, 1] and [8.0, 1.0, 1.0] split alike
     parts: dict[str, Any] = {"format": FORMAT_VERSION, "data": settings}
     if data.source != "synthetic":

@@ -336,7 +336,7 @@ def for_recipe(config, data: Prepared, data_dir: str | None, needed: bool) -> tu
         if d.source != "synthetic":
             raise ConfigError("data.item_categories = 'synthetic' is the synthetic generator's tree: it needs "
                               "data.source = 'synthetic'")
-        table = synth.item_categories(d.synth.users, d.synth.items, d.synth.seed)
+        table = synth.item_categories(d.synth.users, d.synth.items, d.synth.seed, d.synth.leaf_items)
         return from_frame(table, data, "item", "path", "/", "synthetic item categories")
     if source:
         if data_dir is None and not os.path.isabs(source):

@@ -63,7 +63,7 @@ ITEM_APPEAL = 1.0  # std of an item's appeal, added to the success logit
 
 
 def generate(users: int = 2000, items: int = 400, groups: int = 6000, seed: int = 7,
-             failed: float = 0.3, tree: bool = False) -> RawGroups:
+             failed: float = 0.3, tree: bool = False, leaf_items: int = synth_tree.ITEMS_PER_LEAF) -> RawGroups:
     """Generate synthetic deal groups and failed launches with planted structure (module docstring).
 
     Args:
@@ -74,6 +74,7 @@ def generate(users: int = 2000, items: int = 400, groups: int = 6000, seed: int 
       failed: failed launches, as a fraction of ``groups`` (``round(failed * groups)`` distinct
         (initiator, item) pairs, none of them a deal group's pair).
       tree: plant the category tree of step 7 (who joins a group depends on the item's top branch).
+      leaf_items: items per leaf of that tree (:func:`tfgb.data.synth_tree.draw`).
 
     Returns:
       Raw deal groups and failed launches (behaviour 0, ``launch``) with decimal-string ids, each
@@ -87,7 +88,7 @@ def generate(users: int = 2000, items: int = 400, groups: int = 6000, seed: int 
                           f"(got users={users}, items={items}, groups={groups}, failed={failed})")
     rng = np.random.default_rng(seed)
     state = World.draw(rng, users, items)
-    state.tree = synth_tree.draw(items, seed) if tree else None
+    state.tree = synth_tree.draw(items, seed, leaf_items) if tree else None
     n_failed = round(failed * groups)
 
     initiator = item = failed_u = failed_i = np.zeros(0, dtype=np.int64)
@@ -131,19 +132,21 @@ def generate(users: int = 2000, items: int = 400, groups: int = 6000, seed: int 
     )
 
 
-def world(users: int = 2000, items: int = 400, seed: int = 7, tree: bool = False) -> World:
+def world(users: int = 2000, items: int = 400, seed: int = 7, tree: bool = False,
+          leaf_items: int = synth_tree.ITEMS_PER_LEAF) -> World:
     """The latent state :func:`generate` draws its data from for these arguments (ids = indices)."""
     state = World.draw(np.random.default_rng(seed), users, items)
-    state.tree = synth_tree.draw(items, seed) if tree else None
+    state.tree = synth_tree.draw(items, seed, leaf_items) if tree else None
     return state
 
 
-def item_categories(users: int = 2000, items: int = 400, seed: int = 7) -> pd.DataFrame:
+def item_categories(users: int = 2000, items: int = 400, seed: int = 7,
+                    leaf_items: int = synth_tree.ITEMS_PER_LEAF) -> pd.DataFrame:
     """The planted category tree of :func:`generate` ``(..., tree=True)`` as a table: ``item`` (raw id) and
     ``path`` (``"b1/m2/l17"``; step 7). The tree depends on ``items`` and ``seed`` alone (``users`` is for
     symmetry with :func:`user_features`); with ``tree=False`` the data ignores it (a control)."""
     del users
-    tree = synth_tree.draw(items, seed)
+    tree = synth_tree.draw(items, seed, leaf_items)
     return pd.DataFrame({"item": np.arange(items).astype(str), "path": tree.paths()})
 
 

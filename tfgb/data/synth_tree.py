@@ -1,10 +1,12 @@
 """The planted category tree of the synthetic generator (``data.synth.tree``; :mod:`tfgb.data.synth`, step 7).
 
 The tree: the root, :data:`BRANCHES` top branches, :data:`MIDS` mid nodes under each, and
-``max(BRANCHES x MIDS, items // ITEMS_PER_LEAF)`` leaves (at most one per item) spread over the mid nodes
+``max(BRANCHES x MIDS, items // leaf_items)`` leaves (``leaf_items`` = :data:`ITEMS_PER_LEAF` by default) (at most one per item) spread over the mid nodes
 (every mid node gets one, the rest at random). Every leaf gets one item, the other items are drawn
 with Zipf-like leaf weights ``(rank + 1) ** -LEAF_ZIPF``, so a few leaves hold many items and many hold
-one to three: the head and the long tail of scenarios TreeMS is for. An item's path is
+one to three: the head and the long tail of scenarios TreeMS is for. With ``leaf_items = 1`` every
+item is its own leaf, so a leaf holds as many groups as its item (Zipf popularity): most leaves then have
+a handful of training groups, the sparse tail on which a leaf's ancestors are all a model knows of it. An item's path is
 ``b<branch>/m<mid within its branch>/l<leaf>``.
 
 The item's top branch decides who joins its groups (the participants of step 6):
@@ -23,6 +25,8 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from tfgb.errors import ConfigError
 
 if TYPE_CHECKING:
     from tfgb.data.synth import World
@@ -49,11 +53,14 @@ class Tree:
         return [f"b{b}/m{m}/l{x}" for b, m, x in zip(self.branch.tolist(), self.mid.tolist(), self.leaf.tolist())]
 
 
-def draw(items: int, seed: int) -> Tree:
-    """The tree of ``items`` items for the generator seed ``seed`` (module docstring)."""
+def draw(items: int, seed: int, leaf_items: int = ITEMS_PER_LEAF) -> Tree:
+    """The tree of ``items`` items for the generator seed ``seed``, about ``leaf_items`` items per leaf
+    (module docstring)."""
+    if leaf_items < 1:
+        raise ConfigError(f"data.synth.leaf_items must be >= 1 (got {leaf_items})")
     rng = np.random.default_rng(seed + 2)
     mids = len(BRANCHES) * MIDS
-    leaves = min(max(mids, items // ITEMS_PER_LEAF), items)
+    leaves = min(max(mids, items // leaf_items), items)
     weight = (np.arange(leaves) + 1.0) ** -LEAF_ZIPF
     leaf = np.empty(items, np.int64)
     order = rng.permutation(items)
